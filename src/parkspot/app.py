@@ -1,0 +1,95 @@
+"""create_app(settings): routers, middleware, error handlers and the lifespan."""
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+from redis.asyncio import Redis
+from starlette.middleware.cors import CORSMiddleware
+
+from parkspot.auth.router import router as auth_router
+from parkspot.auth.security import PasswordHasher, TokenCodec
+from parkspot.config import Settings, get_settings
+from parkspot.db.engine import create_engine
+from parkspot.db.session import Database
+from parkspot.errors import ErrorResponse, install_error_handlers
+from parkspot.health import router as health_router
+from parkspot.lots.router import router as lots_router
+from parkspot.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from parkspot.operators.router import router as operators_router
+from parkspot.state import AppState
+from parkspot.users.router import router as users_router
+from parkspot.vehicles.router import router as vehicles_router
+
+ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
+    status: {"model": ErrorResponse, "description": description}
+    for status, description in {
+        400: "Bad request",
+        401: "Not authenticated",
+        403: "Not allowed",
+        404: "Not found",
+        409: "Conflict",
+        413: "Body too large",
+        422: "Validation error",
+        503: "A dependency is down",
+    }.items()
+}
+
+
+def build_state(settings: Settings) -> AppState:
+    redis = (
+        Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+        if settings.redis_url
+        else None
+    )
+    return AppState(
+        settings=settings,
+        database=Database(create_engine(settings)),
+        passwords=PasswordHasher(
+            settings.password_hash_memory_kib, settings.password_hash_time_cost
+        ),
+        tokens=TokenCodec(settings),
+        redis=redis,
+    )
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    state = build_state(app.state.settings)
+    app.state.parkspot = state
+    try:
+        yield
+    finally:
+        if state.redis is not None:
+            await state.redis.aclose()
+        await state.database.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(
+        title="parkspot",
+        version="1.0.0",
+        summary="Real-time parking availability and reservations",
+        lifespan=lifespan,
+        responses=ERROR_RESPONSES,
+        debug=settings.debug,
+    )
+    app.state.settings = settings
+    api = APIRouter(prefix="/api/v1")
+    for router in (auth_router, users_router, operators_router, lots_router, vehicles_router):
+        api.include_router(router)
+    app.include_router(api)
+    app.include_router(health_router)
+    install_error_handlers(app)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["ETag", "X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestIdMiddleware)
+    return app

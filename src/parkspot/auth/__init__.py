@@ -1,0 +1,1 @@
+"""Accounts: registration, login, tokens, logout and the current user."""

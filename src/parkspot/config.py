@@ -1,0 +1,90 @@
+"""Settings read from the environment (prefix ``PARKSPOT_``) and the cached accessor."""
+
+import secrets
+from enum import StrEnum
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Self
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_SECRET_LENGTH = 32
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PARKSPOT_", env_file=".env", extra="ignore")
+
+    env: Environment = Environment.development
+    debug: bool = False
+    data_dir: Path = Path("var")
+    # Empty means a SQLite file inside data_dir.
+    database_url: str = ""
+    database_pool_size: int = Field(default=5, ge=1, le=100)
+    database_max_overflow: int = Field(default=5, ge=0, le=100)
+    sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
+    redis_url: str | None = None
+    secret_key: str = ""
+    jwt_issuer: str = "parkspot"
+    jwt_audience: str = "parkspot-api"
+    access_token_ttl_seconds: int = Field(default=3600, ge=60, le=30 * 24 * 3600)
+    password_hash_memory_kib: int = Field(default=65536, ge=8)
+    password_hash_time_cost: int = Field(default=3, ge=1)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    log_level: str = "info"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_cors(cls, data: object) -> object:
+        if isinstance(data, dict) and isinstance(data.get("cors_origins"), str):
+            raw: str = data["cors_origins"]
+            data["cors_origins"] = [o.strip() for o in raw.split(",") if o.strip()]
+        return data
+
+    @model_validator(mode="after")
+    def _check_production(self) -> Self:
+        if self.env is Environment.production:
+            if len(self.secret_key) < MIN_SECRET_LENGTH:
+                raise ValueError(
+                    f"PARKSPOT_SECRET_KEY must be set to at least {MIN_SECRET_LENGTH} "
+                    "characters in production"
+                )
+            if self.debug:
+                raise ValueError("PARKSPOT_DEBUG cannot be on in production")
+        return self
+
+    @property
+    def effective_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{self.data_dir / 'parkspot.db'}"
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.effective_database_url.startswith("sqlite")
+
+    def effective_secret_key(self) -> str:
+        """The configured secret, or (development only) one generated once and kept on disk."""
+        if self.secret_key:
+            return self.secret_key
+        path = self.data_dir / "secret_key"
+        if path.exists():
+            return path.read_text().strip()
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        key = secrets.token_urlsafe(48)
+        path.write_text(key)
+        path.chmod(0o600)
+        return key
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,181 @@
+"""The ParkspotError tree and the one error shape every non-2xx response uses.
+
+ParkspotError
+├── BadRequest (400)
+├── Unauthorized (401)
+├── Forbidden (403)
+├── NotFound (404)
+├── Conflict (409)
+├── PayloadTooLarge (413)
+├── Unprocessable (422)
+└── ServiceUnavailable (503)
+"""
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sqlalchemy.exc import OperationalError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorBody(BaseModel):
+    code: str
+    message: str
+    details: dict[str, Any]
+
+
+class ErrorResponse(BaseModel):
+    """The body of every non-2xx response."""
+
+    error: ErrorBody
+
+
+class ParkspotError(Exception):
+    status_code = 500
+    code = "internal_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.details = dict(details or {})
+        self.headers = dict(headers or {})
+
+
+class BadRequest(ParkspotError):
+    status_code = 400
+    code = "bad_request"
+
+
+class Unauthorized(ParkspotError):
+    status_code = 401
+    code = "not_authenticated"
+
+    def __init__(self, message: str = "Missing or invalid credentials", **kw: Any) -> None:
+        kw.setdefault("headers", {"WWW-Authenticate": "Bearer"})
+        super().__init__(message, **kw)
+
+
+class Forbidden(ParkspotError):
+    status_code = 403
+    code = "forbidden"
+
+
+class NotFound(ParkspotError):
+    status_code = 404
+    code = "not_found"
+
+
+class Conflict(ParkspotError):
+    status_code = 409
+    code = "conflict"
+
+
+class PayloadTooLarge(ParkspotError):
+    status_code = 413
+    code = "payload_too_large"
+
+
+class Unprocessable(ParkspotError):
+    status_code = 422
+    code = "unprocessable"
+
+
+class ServiceUnavailable(ParkspotError):
+    status_code = 503
+    code = "service_unavailable"
+
+    def __init__(self, message: str, *, retry_after: int = 5, **kw: Any) -> None:
+        kw.setdefault("headers", {"Retry-After": str(retry_after)})
+        super().__init__(message, **kw)
+
+
+def error_response(
+    status_code: int,
+    code: str,
+    message: str,
+    details: Mapping[str, Any] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    body = {"error": {"code": code, "message": message, "details": dict(details or {})}}
+    return JSONResponse(jsonable_encoder(body), status_code=status_code, headers=headers)
+
+
+HTTP_CODES = {
+    400: "bad_request",
+    401: "not_authenticated",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+    429: "rate_limited",
+    503: "service_unavailable",
+}
+
+
+def _validation_details(errors: Sequence[Any]) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
+        for e in errors
+    ]
+
+
+async def _parkspot_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ParkspotError)
+    return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = _validation_details(exc.errors())
+    if any(e["type"] == "json_invalid" for e in errors):
+        return error_response(400, "malformed_json", "The request body is not valid JSON", {})
+    first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
+    where = ".".join(str(p) for p in first["loc"])
+    return error_response(422, "validation_error", f"{where}: {first['msg']}", {"errors": errors})
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    code = HTTP_CODES.get(exc.status_code, "http_error")
+    return error_response(exc.status_code, code, str(exc.detail), {}, exc.headers)
+
+
+async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    logger.warning("database unavailable: %s", exc.__class__.__name__)
+    return error_response(
+        503, "database_unavailable", "The database is unavailable", {}, {"Retry-After": "5"}
+    )
+
+
+async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+    logger.exception("unhandled error", exc_info=exc)
+    return error_response(500, "internal_error", "Internal server error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ParkspotError, _parkspot_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(Exception, _unhandled)

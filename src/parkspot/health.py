@@ -1,0 +1,54 @@
+"""Liveness and readiness probes."""
+
+from typing import Literal
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+from sqlalchemy import text
+
+from parkspot.deps import StateDep
+from parkspot.errors import ServiceUnavailable
+
+router = APIRouter(tags=["operations"])
+
+CheckResult = Literal["ok", "down", "not_configured"]
+
+
+class Health(BaseModel):
+    status: Literal["ok"] = "ok"
+
+
+class Readiness(BaseModel):
+    status: Literal["ready"] = "ready"
+    database: CheckResult
+    redis: CheckResult
+
+
+@router.get("/healthz")
+async def healthz() -> Health:
+    return Health()
+
+
+@router.get("/readyz")
+async def readyz(state: StateDep) -> Readiness:
+    """503 with ``Retry-After`` while the database or the configured Redis cannot be reached."""
+    database: CheckResult = "ok"
+    try:
+        async with state.database.session(write=False) as session:
+            await session.execute(text("SELECT 1"))
+    except Exception:
+        database = "down"
+    redis: CheckResult = "not_configured"
+    if state.redis is not None:
+        try:
+            await state.redis.ping()
+            redis = "ok"
+        except Exception:
+            redis = "down"
+    if "down" in (database, redis):
+        raise ServiceUnavailable(
+            "A dependency is unavailable",
+            code="not_ready",
+            details={"database": database, "redis": redis},
+        )
+    return Readiness(database=database, redis=redis)

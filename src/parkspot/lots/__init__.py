@@ -1,0 +1,1 @@
+"""Lots and spots: CRUD, visibility and geographic search."""

@@ -1,0 +1,67 @@
+"""Parking lots and their spots."""
+
+from datetime import datetime
+from decimal import Decimal
+from enum import StrEnum
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+from parkspot.db.types import Money, UTCDateTime, utcnow
+
+
+class Visibility(StrEnum):
+    public = "public"
+    members = "members"
+
+
+class SpotKind(StrEnum):
+    standard = "standard"
+    ev = "ev"
+    accessible = "accessible"
+    motorcycle = "motorcycle"
+    compact = "compact"
+
+
+class Lot(SQLModel, table=True):
+    __tablename__ = "lots"
+    __table_args__ = (sa.Index("ix_lots_latitude_longitude", "latitude", "longitude"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    operator_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer,
+            sa.ForeignKey("operators.id", ondelete="RESTRICT"),
+            nullable=False,
+            index=True,
+        )
+    )
+    name: str = Field(max_length=120)
+    address: str = Field(max_length=255)
+    latitude: float
+    longitude: float
+    timezone: str = Field(default="UTC", max_length=64)
+    hourly_rate: Decimal = Field(sa_type=Money)
+    daily_max: Decimal | None = Field(default=None, sa_type=Money)
+    currency: str = Field(default="EUR", max_length=3)
+    visibility: str = Field(default=Visibility.public, max_length=8)
+    is_active: bool = Field(default=True)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class Spot(SQLModel, table=True):
+    __tablename__ = "spots"
+    __table_args__ = (sa.UniqueConstraint("lot_id", "label", name="uq_spots_lot_id_label"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    lot_id: int = Field(
+        sa_column=sa.Column(
+            sa.Integer, sa.ForeignKey("lots.id", ondelete="CASCADE"), nullable=False, index=True
+        )
+    )
+    label: str = Field(max_length=16)
+    level: str | None = Field(default=None, max_length=16)
+    kind: str = Field(default=SpotKind.standard, max_length=16)
+    is_out_of_service: bool = Field(default=False)
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,0 +1,1 @@
+"""Operators: the companies that own lots, their managers and member passkeys."""

@@ -1,0 +1,84 @@
+"""SQL for operators and memberships."""
+
+import hashlib
+from collections.abc import Sequence
+
+from sqlalchemy import func
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlmodel import col, select
+
+from parkspot.db.pagination import count_and_page
+from parkspot.models import MembershipRole, Operator, OperatorMember
+
+
+def passkey_digest(passkey: str) -> str:
+    return hashlib.sha256(passkey.encode()).hexdigest()
+
+
+async def get(session: AsyncSession, operator_id: int) -> Operator | None:
+    return await session.get(Operator, operator_id)
+
+
+async def get_by_passkey(session: AsyncSession, passkey: str) -> Operator | None:
+    stmt = select(Operator).where(col(Operator.passkey_digest) == passkey_digest(passkey))
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+async def name_taken(session: AsyncSession, name: str, exclude_id: int | None) -> bool:
+    stmt = (
+        select(func.count())
+        .select_from(Operator)
+        .where(func.lower(col(Operator.name)) == name.lower(), col(Operator.id) != exclude_id)
+    )
+    return bool((await session.execute(stmt)).scalar_one())
+
+
+async def passkey_taken(session: AsyncSession, digest: str, exclude_id: int | None) -> bool:
+    stmt = (
+        select(func.count())
+        .select_from(Operator)
+        .where(col(Operator.passkey_digest) == digest, col(Operator.id) != exclude_id)
+    )
+    return bool((await session.execute(stmt)).scalar_one())
+
+
+async def list_page(
+    session: AsyncSession, managed_by: int | None, limit: int, offset: int
+) -> tuple[Sequence[Operator], int]:
+    """Operators by id; ``managed_by`` keeps those that user manages (None: all)."""
+    stmt = select(Operator)
+    if managed_by is not None:
+        stmt = stmt.join(OperatorMember, col(OperatorMember.operator_id) == col(Operator.id)).where(
+            col(OperatorMember.user_id) == managed_by,
+            col(OperatorMember.role) == MembershipRole.manager,
+        )
+    return await count_and_page(session, stmt, col(Operator.id), limit, offset)
+
+
+async def membership(
+    session: AsyncSession, operator_id: int, user_id: int
+) -> OperatorMember | None:
+    return await session.get(OperatorMember, (operator_id, user_id))
+
+
+async def manager_ids(session: AsyncSession, operator_id: int) -> list[int]:
+    stmt = (
+        select(OperatorMember.user_id)
+        .where(
+            col(OperatorMember.operator_id) == operator_id,
+            col(OperatorMember.role) == MembershipRole.manager,
+        )
+        .order_by(col(OperatorMember.user_id))
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
+async def operator_ids_for(
+    session: AsyncSession, user_id: int, role: MembershipRole | None = None
+) -> list[int]:
+    """Operators the user belongs to; with ``role``, only memberships of that role."""
+    stmt = select(OperatorMember.operator_id).where(col(OperatorMember.user_id) == user_id)
+    if role is not None:
+        stmt = stmt.where(col(OperatorMember.role) == role)
+    rows = await session.execute(stmt.order_by(col(OperatorMember.operator_id)))
+    return list(rows.scalars())

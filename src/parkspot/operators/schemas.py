@@ -1,0 +1,54 @@
+"""Request and response bodies for operators."""
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from parkspot.models import MembershipRole
+
+OperatorName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)
+]
+Passkey = Annotated[str, Field(min_length=8, max_length=128)]
+
+
+class OperatorCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: OperatorName
+    passkey: Passkey | None = None
+
+
+class OperatorUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: OperatorName | None = None
+    passkey: Annotated[Passkey | None, Field(description="null removes the passkey")] = None
+
+
+class OperatorRead(BaseModel):
+    id: int
+    name: str
+    has_passkey: bool
+    manager_ids: list[int]
+    created_at: datetime
+
+
+class OperatorPage(BaseModel):
+    items: list[OperatorRead]
+    total: int
+    limit: int
+    offset: int
+
+
+class ManagerAdd(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    user_id: int = Field(ge=1)
+
+
+class MembershipRead(BaseModel):
+    operator_id: int
+    user_id: int
+    role: MembershipRole

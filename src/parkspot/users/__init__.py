@@ -1,0 +1,1 @@
+"""User administration: search, roles and deactivation (admins only)."""

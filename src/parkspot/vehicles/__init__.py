@@ -1,0 +1,1 @@
+"""Drivers' own vehicles."""

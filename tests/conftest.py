@@ -1,0 +1,214 @@
+"""Test harness: one migrated database per run (SQLite or PostgreSQL), reset per test.
+
+The backend comes from the environment:
+- nothing set: SQLite files under a temporary folder, in-process cache and bus;
+- ``PARKSPOT_TEST_DATABASE_URL`` (a PostgreSQL server URL; a database of its own is created
+  and dropped) and ``PARKSPOT_TEST_REDIS_URL``.
+"""
+
+import asyncio
+import inspect
+import os
+import secrets
+import shutil
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from asgi_lifespan import LifespanManager
+from fastapi import FastAPI
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from parkspot.app import create_app
+from parkspot.config import Settings
+from parkspot.db.migrations import upgrade
+from parkspot.models import MembershipRole, Operator, OperatorMember, Role, User, metadata
+from parkspot.state import AppState
+
+PG_ADMIN_URL = os.environ.get("PARKSPOT_TEST_DATABASE_URL", "")
+REDIS_URL = os.environ.get("PARKSPOT_TEST_REDIS_URL") or None
+PASSWORD = "correct-horse-battery"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if inspect.iscoroutinefunction(getattr(item, "function", None)):
+            item.add_marker(pytest.mark.anyio)
+
+
+def pytest_report_header() -> str:
+    backend = "postgresql" if PG_ADMIN_URL else "sqlite"
+    return f"parkspot backend: {backend} + {'redis' if REDIS_URL else 'in-process'} cache/bus"
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _asyncpg_dsn(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+async def _pg_admin(sql: str) -> None:
+    conn = await asyncpg.connect(_asyncpg_dsn(PG_ADMIN_URL))
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(scope="session")
+def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The URL of a database migrated to head once for the whole run."""
+    if PG_ADMIN_URL:
+        name = f"parkspot_test_{os.getpid()}_{secrets.token_hex(4)}"
+        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+        url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        upgrade(url)
+        yield url
+        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    else:
+        path = tmp_path_factory.mktemp("template") / "template.db"
+        upgrade(f"sqlite+aiosqlite:///{path}")
+        yield str(path)
+
+
+@pytest.fixture
+def database_url(migrated_database: str, tmp_path: Path) -> str:
+    """A migrated database with no rows: a copied SQLite file, or the PostgreSQL test
+    database (emptied by the ``app`` fixture)."""
+    if PG_ADMIN_URL:
+        return migrated_database
+    path = tmp_path / "parkspot.db"
+    shutil.copyfile(migrated_database, path)
+    return f"sqlite+aiosqlite:///{path}"
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        redis_url=REDIS_URL,
+        data_dir=tmp_path,
+        secret_key=secrets.token_urlsafe(48),
+        password_hash_memory_kib=1024,
+        password_hash_time_cost=1,
+    )
+
+
+async def _truncate_all(state: AppState) -> None:
+    tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
+    async with state.database.transaction() as session:
+        await session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+
+
+@pytest.fixture
+async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    application = create_app(settings)
+    async with LifespanManager(application):
+        if PG_ADMIN_URL:
+            await _truncate_all(application.state.parkspot)
+        yield application
+
+
+@pytest.fixture
+def state(app: FastAPI) -> AppState:
+    parkspot_state: AppState = app.state.parkspot
+    return parkspot_state
+
+
+@pytest.fixture
+async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as http:
+        yield http
+
+
+@dataclass
+class Actor:
+    """A signed-in user as a test sees it."""
+
+    id: int
+    username: str
+    email: str
+    headers: dict[str, str]
+
+
+MakeUser = Callable[..., Awaitable[Actor]]
+
+
+@pytest.fixture
+def make_user(client: httpx.AsyncClient, state: AppState) -> MakeUser:
+    """Registers and signs in a user; ``role`` and ``manages`` (operator ids) are set
+    directly in the database, the way an admin or `parkspot create-admin` would."""
+    counter = 0
+
+    async def make(
+        role: Role = Role.driver, manages: tuple[int, ...] = (), username: str | None = None
+    ) -> Actor:
+        nonlocal counter
+        counter += 1
+        username = username or f"{role.value}{counter}"
+        email = f"{username}@example.com"
+        response = await client.post(
+            "/api/v1/auth/register",
+            json={"username": username, "email": email, "password": PASSWORD},
+        )
+        assert response.status_code == 201, response.text
+        user_id = response.json()["id"]
+        if role != Role.driver or manages:
+            async with state.database.transaction() as session:
+                user = await session.get(User, user_id)
+                assert user is not None
+                user.role = role
+                for operator_id in manages:
+                    session.add(
+                        OperatorMember(
+                            operator_id=operator_id, user_id=user_id, role=MembershipRole.manager
+                        )
+                    )
+        login = await client.post(
+            "/api/v1/auth/login", json={"username": username, "password": PASSWORD}
+        )
+        assert login.status_code == 200, login.text
+        token = login.json()["access_token"]
+        return Actor(user_id, username, email, {"Authorization": f"Bearer {token}"})
+
+    return make
+
+
+MakeOperator = Callable[..., Awaitable[int]]
+
+
+@pytest.fixture
+def make_operator(state: AppState) -> MakeOperator:
+    counter = 0
+
+    async def make(name: str | None = None) -> int:
+        nonlocal counter
+        counter += 1
+        async with state.database.transaction() as session:
+            operator = Operator(name=name or f"Operator {counter}")
+            session.add(operator)
+            await session.flush()
+            assert operator.id is not None
+            return operator.id
+
+    return make
+
+
+def assert_error(response: httpx.Response, status: int, code: str | None = None) -> None:
+    """The response is an error of that status in the one error shape."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"}, body
+    assert set(body["error"]) == {"code", "message", "details"}, body
+    assert isinstance(body["error"]["message"], str)
+    assert body["error"]["message"]
+    if code is not None:
+        assert body["error"]["code"] == code, body
