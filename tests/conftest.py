@@ -12,6 +12,7 @@ import os
 import secrets
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def _asyncpg_dsn(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-async def _pg_admin(sql: str) -> None:
+async def pg_admin_execute(sql: str) -> None:
+    """Runs one statement on the PostgreSQL server's admin database."""
     conn = await asyncpg.connect(_asyncpg_dsn(PG_ADMIN_URL))
     try:
         await conn.execute(sql)
@@ -62,20 +64,26 @@ async def _pg_admin(sql: str) -> None:
         await conn.close()
 
 
+@contextmanager
+def empty_database(folder: Path) -> Iterator[str]:
+    """A new, empty database of the configured backend, dropped afterwards."""
+    if PG_ADMIN_URL:
+        name = f"parkspot_test_{os.getpid()}_{secrets.token_hex(4)}"
+        asyncio.run(pg_admin_execute(f'CREATE DATABASE "{name}"'))
+        try:
+            yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+        finally:
+            asyncio.run(pg_admin_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    else:
+        yield f"sqlite+aiosqlite:///{folder / 'parkspot.db'}"
+
+
 @pytest.fixture(scope="session")
 def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a database migrated to head once for the whole run."""
-    if PG_ADMIN_URL:
-        name = f"parkspot_test_{os.getpid()}_{secrets.token_hex(4)}"
-        asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
-        url = make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    with empty_database(tmp_path_factory.mktemp("template")) as url:
         upgrade(url)
         yield url
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    else:
-        path = tmp_path_factory.mktemp("template") / "template.db"
-        upgrade(f"sqlite+aiosqlite:///{path}")
-        yield str(path)
 
 
 @pytest.fixture
@@ -85,7 +93,7 @@ def database_url(migrated_database: str, tmp_path: Path) -> str:
     if PG_ADMIN_URL:
         return migrated_database
     path = tmp_path / "parkspot.db"
-    shutil.copyfile(migrated_database, path)
+    shutil.copyfile(make_url(migrated_database).database or "", path)
     return f"sqlite+aiosqlite:///{path}"
 
 
