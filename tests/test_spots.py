@@ -12,7 +12,6 @@ from tests.conftest import Actor, MakeOperator, MakeUser, assert_error
 from tests.lot_helpers import LOTS, SPOTS, add_member, create_lot
 
 # Marked here, not only by conftest's hook, so parametrized tests get the backend too.
-pytestmark = pytest.mark.anyio
 
 
 class Setup:

@@ -79,6 +79,7 @@ def upgrade() -> None:
         sa.Column("is_active", sa.Boolean(), nullable=False),
         sa.Column("created_at", parkspot.db.types.UTCDateTime(timezone=True), nullable=False),
         sa.Column("updated_at", parkspot.db.types.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("deleted_at", parkspot.db.types.UTCDateTime(timezone=True), nullable=True),
         sa.ForeignKeyConstraint(
             ["operator_id"],
             ["operators.id"],

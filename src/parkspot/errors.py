@@ -9,6 +9,10 @@ ParkspotError
 ├── PayloadTooLarge (413)
 ├── Unprocessable (422)
 └── ServiceUnavailable (503)
+
+Infrastructure errors reaching the app are rendered in the same shape: an unreachable
+database (OperationalError, OSError, pool timeout) or Redis → 503 with Retry-After, a unique
+constraint that beat a service's check → 409 ``conflict``.
 """
 
 import logging
@@ -20,7 +24,10 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
-from sqlalchemy.exc import OperationalError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 logger = logging.getLogger(__name__)
@@ -145,11 +152,15 @@ async def _parkspot_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(exc.status_code, exc.code, exc.message, exc.details, exc.headers)
 
 
+def _malformed_json() -> JSONResponse:
+    return error_response(400, "malformed_json", "The request body is not valid JSON")
+
+
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = _validation_details(exc.errors())
     if any(e["type"] == "json_invalid" for e in errors):
-        return error_response(400, "malformed_json", "The request body is not valid JSON", {})
+        return _malformed_json()
     first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
     where = ".".join(str(p) for p in first["loc"])
     return error_response(422, "validation_error", f"{where}: {first['msg']}", {"errors": errors})
@@ -157,15 +168,33 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    # FastAPI reports a JSON body that is not UTF-8 or nests too deep as a bare 400 caused by
+    # the decoding error; it is as malformed as any other bad JSON.
+    if exc.status_code == 400 and isinstance(exc.__cause__, (UnicodeDecodeError, RecursionError)):
+        return _malformed_json()
     code = HTTP_CODES.get(exc.status_code, "http_error")
     return error_response(exc.status_code, code, str(exc.detail), {}, exc.headers)
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    # OSError: asyncpg raises ConnectionRefusedError, socket.gaierror, TimeoutError unwrapped.
     logger.warning("database unavailable: %s", exc.__class__.__name__)
     return error_response(
         503, "database_unavailable", "The database is unavailable", {}, {"Retry-After": "5"}
     )
+
+
+async def _cache_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    logger.warning("redis unavailable: %s", exc.__class__.__name__)
+    return error_response(
+        503, "cache_unavailable", "The cache is unavailable", {}, {"Retry-After": "5"}
+    )
+
+
+async def _integrity_error(_: Request, exc: Exception) -> JSONResponse:
+    # Services check uniqueness first; this is the constraint winning a race they lost.
+    logger.warning("integrity error: %s", exc.__class__.__name__)
+    return error_response(409, "conflict", "The change conflicts with existing data")
 
 
 async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
@@ -178,4 +207,9 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(OperationalError, _database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _database_unavailable)
+    app.add_exception_handler(OSError, _database_unavailable)
+    app.add_exception_handler(RedisConnectionError, _cache_unavailable)
+    app.add_exception_handler(RedisTimeoutError, _cache_unavailable)
+    app.add_exception_handler(IntegrityError, _integrity_error)
     app.add_exception_handler(Exception, _unhandled)

@@ -70,28 +70,39 @@ class BodySizeLimitMiddleware:
             await self._reject(scope, receive, send)
             return
         received = 0
+        too_large = False
         started = False
+        replaced = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
+                    too_large = True
                     raise _BodyTooLarge
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
+        async def guarded_send(message: Message) -> None:
+            nonlocal started, replaced
+            if too_large and not started:
+                # The app answers the failed body read with an error of its own (FastAPI
+                # turns any body read failure into a 400): send the 413 in its place.
+                started = replaced = True
+                await self._reject(scope, receive, send)
+            if replaced:
+                return
             if message["type"] == "http.response.start":
                 started = True
             await send(message)
 
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, guarded_send)
         except _BodyTooLarge:
-            if started:
+            if started and not replaced:
                 raise
+        if too_large and not started:
             await self._reject(scope, receive, send)
 
     async def _reject(self, scope: Scope, receive: Receive, send: Send) -> None:

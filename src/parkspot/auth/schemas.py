@@ -5,6 +5,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
 
 from parkspot.models import Role
+from parkspot.validation import SINGLE_LINE
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
 PHONE_PATTERN = r"^\+?[0-9 ()-]{5,32}$"
@@ -17,8 +18,14 @@ def _lower(value: str) -> str:
 Username = Annotated[str, StringConstraints(pattern=USERNAME_PATTERN)]
 Email = Annotated[EmailStr, AfterValidator(_lower), Field(max_length=254)]
 Password = Annotated[str, Field(min_length=8, max_length=128)]
-FullName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
-Phone = Annotated[str, StringConstraints(strip_whitespace=True, pattern=PHONE_PATTERN)]
+FullName = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=120, pattern=SINGLE_LINE),
+]
+# The column holds 32 characters; the pattern alone would let "+" and 32 more through.
+Phone = Annotated[
+    str, StringConstraints(strip_whitespace=True, max_length=32, pattern=PHONE_PATTERN)
+]
 
 
 class StrictModel(BaseModel):

@@ -10,6 +10,7 @@ from jose import JWTError, jwt
 from passlib.hash import argon2
 
 from parkspot.config import Settings
+from parkspot.validation import MAX_ID
 
 ALGORITHM = "HS256"
 
@@ -81,6 +82,11 @@ class TokenCodec:
                     "require_jti": True,
                 },
             )
-            return TokenClaims(user_id=int(claims["sub"]), jti=str(claims["jti"]))
-        except (JWTError, KeyError, ValueError):
+            user_id = int(claims["sub"])
+            jti = claims["jti"]
+        except (JWTError, KeyError, ValueError, TypeError):
             return None
+        # Checked here so a malformed claim is a 401, not a database error.
+        if not (1 <= user_id <= MAX_ID and isinstance(jti, str) and 0 < len(jti) <= 64):
+            return None
+        return TokenClaims(user_id=user_id, jti=jti)

@@ -13,6 +13,12 @@ from parkspot.operators import repository as operator_repository
 from parkspot.state import AppState
 
 
+def _taken(field: str) -> Conflict:
+    return Conflict(
+        f"That {field} is already registered", code=f"{field}_taken", details={"field": field}
+    )
+
+
 async def to_read(session: AsyncSession, user: User) -> UserRead:
     assert user.id is not None
     operator_ids = await operator_repository.operator_ids_for(session, user.id)
@@ -23,9 +29,7 @@ async def register(session: AsyncSession, state: AppState, data: UserCreate) -> 
     """Raises Conflict (username/email taken) or BadRequest (unknown passkey)."""
     taken = await repository.username_or_email_taken(session, data.username, data.email)
     if taken is not None:
-        raise Conflict(
-            f"That {taken} is already registered", code=f"{taken}_taken", details={"field": taken}
-        )
+        raise _taken(taken)
     operator = None
     if data.passkey is not None:
         operator = await operator_repository.get_by_passkey(session, data.passkey)
@@ -38,8 +42,10 @@ async def register(session: AsyncSession, state: AppState, data: UserCreate) -> 
         full_name=data.full_name,
         phone=data.phone,
     )
-    session.add(user)
-    await session.flush()
+    # The check above can race with a concurrent registration; the constraint decides.
+    taken = await repository.save_user(session, user)
+    if taken is not None:
+        raise _taken(taken)
     if operator is not None:
         assert operator.id is not None
         assert user.id is not None
@@ -52,7 +58,8 @@ async def register(session: AsyncSession, state: AppState, data: UserCreate) -> 
 
 async def login(session: AsyncSession, state: AppState, login: str, password: str) -> TokenRead:
     """Unknown users cost one hash too, so timing does not reveal which usernames exist."""
-    user = await repository.get_user_by_login(session, login)
+    # PostgreSQL text cannot hold NUL, so such a login names nobody (and must not reach SQL).
+    user = None if "\x00" in login else await repository.get_user_by_login(session, login)
     ok = await state.passwords.verify(password, user.password_hash if user else None)
     if user is None or not ok:
         raise Unauthorized("Wrong username or password", code="invalid_credentials")
@@ -84,9 +91,7 @@ async def update_profile(
     assert user.id is not None
     if data.email is not None and data.email != user.email:
         if await repository.email_taken_by_other(session, data.email, user.id):
-            raise Conflict(
-                "That email is already registered", code="email_taken", details={"field": "email"}
-            )
+            raise _taken("email")
         user.email = data.email
     if data.password is not None:
         if data.current_password is None or not await state.passwords.verify(
@@ -101,6 +106,7 @@ async def update_profile(
     for name, value in fields.items():
         setattr(user, name, value)
     user.updated_at = utcnow()
-    session.add(user)
-    await session.flush()
+    taken = await repository.save_user(session, user)
+    if taken is not None:
+        raise _taken(taken)
     return await to_read(session, user)

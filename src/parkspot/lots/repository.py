@@ -1,4 +1,4 @@
-"""SQL for lots and spots. A deleted lot (``is_active`` false) is never returned, nor are
+"""SQL for lots and spots. A deleted lot (``deleted_at`` set) is never returned, nor are
 its spots."""
 
 from collections.abc import Sequence
@@ -22,7 +22,7 @@ _IN_CHUNK = 500
 def visible_to(user: User | None) -> ColumnElement[bool]:
     """Lots the user may see: admins every lot; others the public lots and the lots of the
     operators they belong to (as member or manager)."""
-    active = col(Lot.is_active).is_(True)
+    active = col(Lot.deleted_at).is_(None)
     if user is not None and user.role == Role.admin:
         return active
     public = col(Lot.visibility) == Visibility.public
@@ -75,7 +75,7 @@ async def search_within(
 
 
 async def get_lot(session: AsyncSession, lot_id: int) -> Lot | None:
-    stmt = select(Lot).where(col(Lot.id) == lot_id, col(Lot.is_active).is_(True))
+    stmt = select(Lot).where(col(Lot.id) == lot_id, col(Lot.deleted_at).is_(None))
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
@@ -83,7 +83,7 @@ async def get_spot(session: AsyncSession, spot_id: int) -> tuple[Spot, Lot] | No
     stmt = (
         select(Spot, Lot)
         .join(Lot, col(Lot.id) == col(Spot.lot_id))
-        .where(col(Spot.id) == spot_id, col(Lot.is_active).is_(True))
+        .where(col(Spot.id) == spot_id, col(Lot.deleted_at).is_(None))
     )
     row = (await session.execute(stmt)).one_or_none()
     return None if row is None else (row[0], row[1])

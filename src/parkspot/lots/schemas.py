@@ -146,6 +146,7 @@ class LotCreate(StrictModel):
     daily_max: MoneyIn | None = None
     currency: Currency = "EUR"
     visibility: Visibility = Visibility.public
+    is_active: Annotated[bool, Field(description="false: closed, listed but not bookable")] = True
 
 
 class LotUpdate(PatchModel):
@@ -160,6 +161,7 @@ class LotUpdate(PatchModel):
     daily_max: Annotated[MoneyIn | None, Field(description="null removes the cap")] = None
     currency: Currency | None = None
     visibility: Visibility | None = None
+    is_active: bool | None = None
 
 
 class LotRead(BaseModel):
@@ -176,6 +178,7 @@ class LotRead(BaseModel):
     daily_max: MoneyOut | None
     currency: str
     visibility: Visibility
+    is_active: bool
     created_at: datetime
     updated_at: datetime
     distance_km: float | None = Field(

@@ -141,10 +141,9 @@ async def update_lot(session: AsyncSession, lot: Lot, data: LotUpdate) -> LotRea
 
 
 async def delete_lot(session: AsyncSession, lot: Lot) -> None:
-    """The row stays (``is_active`` false) so that the history of its stays stays whole;
+    """The row stays (``deleted_at`` set) so that the history of its stays stays whole;
     the lot and its spots are gone from every endpoint at once."""
-    lot.is_active = False
-    lot.updated_at = utcnow()
+    lot.deleted_at = lot.updated_at = utcnow()
     session.add(lot)
     await session.flush()
 

@@ -45,9 +45,12 @@ class Lot(SQLModel, table=True):
     daily_max: Decimal | None = Field(default=None, sa_type=Money)
     currency: str = Field(default="EUR", max_length=3)
     visibility: str = Field(default=Visibility.public, max_length=8)
+    # False: closed (still listed, not bookable). Deleting sets deleted_at instead, keeping
+    # the row for the history of its stays.
     is_active: bool = Field(default=True)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
 
 
 class Spot(SQLModel, table=True):

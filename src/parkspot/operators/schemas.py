@@ -6,9 +6,11 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from parkspot.models import MembershipRole
+from parkspot.validation import MAX_ID, SINGLE_LINE
 
 OperatorName = Annotated[
-    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=120, pattern=SINGLE_LINE),
 ]
 Passkey = Annotated[str, Field(min_length=8, max_length=128)]
 
@@ -45,7 +47,8 @@ class OperatorPage(BaseModel):
 class ManagerAdd(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    user_id: int = Field(ge=1)
+    # strict: JSON true or "7" is not a user id.
+    user_id: int = Field(ge=1, le=MAX_ID, strict=True)
 
 
 class MembershipRead(BaseModel):

@@ -26,15 +26,28 @@ async def to_read(session: AsyncSession, operator: Operator) -> OperatorRead:
     )
 
 
+def _taken(field: str) -> Conflict:
+    if field == "passkey":
+        return Conflict("Choose another passkey", code="passkey_taken")
+    return Conflict("An operator with that name exists", code="operator_name_taken")
+
+
 async def _check_unique(
     session: AsyncSession, name: str | None, passkey: str | None, exclude_id: int | None
 ) -> None:
     if name is not None and await repository.name_taken(session, name, exclude_id):
-        raise Conflict("An operator with that name exists", code="operator_name_taken")
+        raise _taken("name")
     if passkey is not None and await repository.passkey_taken(
         session, repository.passkey_digest(passkey), exclude_id
     ):
-        raise Conflict("Choose another passkey", code="passkey_taken")
+        raise _taken("passkey")
+
+
+async def _save(session: AsyncSession, operator: Operator) -> None:
+    # The checks above can race with a concurrent request; the constraints decide.
+    taken = await repository.save(session, operator)
+    if taken is not None:
+        raise _taken(taken)
 
 
 async def create(session: AsyncSession, data: OperatorCreate) -> OperatorRead:
@@ -43,8 +56,7 @@ async def create(session: AsyncSession, data: OperatorCreate) -> OperatorRead:
         name=data.name,
         passkey_digest=repository.passkey_digest(data.passkey) if data.passkey else None,
     )
-    session.add(operator)
-    await session.flush()
+    await _save(session, operator)
     return await to_read(session, operator)
 
 
@@ -62,6 +74,10 @@ async def get_managed(session: AsyncSession, user: User, operator_id: int) -> Op
 
 
 async def list_for(session: AsyncSession, user: User, limit: int, offset: int) -> OperatorPage:
+    """Admins see every operator, managers those they manage, everybody else none (like
+    ``access_to_operator``, a manager membership counts only while the role is manager)."""
+    if user.role not in (Role.admin, Role.manager):
+        return OperatorPage(items=[], total=0, limit=limit, offset=offset)
     managed_by = None if user.role == Role.admin else user.id
     operators, total = await repository.list_page(session, managed_by, limit, offset)
     items = [await to_read(session, o) for o in operators]
@@ -75,8 +91,7 @@ async def update(session: AsyncSession, operator: Operator, data: OperatorUpdate
         operator.name = data.name
     if "passkey" in fields:
         operator.passkey_digest = repository.passkey_digest(data.passkey) if data.passkey else None
-    session.add(operator)
-    await session.flush()
+    await _save(session, operator)
     return await to_read(session, operator)
 
 

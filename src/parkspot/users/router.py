@@ -8,6 +8,7 @@ from parkspot.auth.schemas import UserRead
 from parkspot.deps import AdminUser, PageDep, SessionDep
 from parkspot.users import service
 from parkspot.users.schemas import UserAdminUpdate, UserPage
+from parkspot.validation import MAX_ID, SINGLE_LINE
 
 router = APIRouter(prefix="/users", tags=["users"])
 
@@ -18,7 +19,8 @@ async def list_users(
     page: PageDep,
     session: SessionDep,
     q: Annotated[
-        str | None, Query(max_length=100, description="matches username or e-mail")
+        str | None,
+        Query(max_length=100, pattern=SINGLE_LINE, description="matches username or e-mail"),
     ] = None,
 ) -> UserPage:
     return await service.search(session, q, page.limit, page.offset)
@@ -26,7 +28,7 @@ async def list_users(
 
 @router.patch("/{user_id}")
 async def update_user(
-    user_id: Annotated[int, Path(ge=1, le=2**31 - 1)],
+    user_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     data: UserAdminUpdate,
     admin: AdminUser,
     session: SessionDep,

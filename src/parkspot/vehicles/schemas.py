@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from parkspot.models import VehicleKind
+from parkspot.validation import SINGLE_LINE
 
 _SEPARATORS = re.compile(r"[\s-]+")
 _PLATE = re.compile(r"^[A-Z0-9]{1,15}$")
@@ -21,8 +22,12 @@ def normalise_plate(value: str) -> str:
 
 
 Plate = Annotated[str, StringConstraints(max_length=40), AfterValidator(normalise_plate)]
-ShortText = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60)]
-Color = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=30)]
+ShortText = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=60, pattern=SINGLE_LINE)
+]
+Color = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=30, pattern=SINGLE_LINE)
+]
 
 
 class VehicleCreate(BaseModel):

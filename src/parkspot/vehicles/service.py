@@ -30,8 +30,9 @@ async def create(session: AsyncSession, user: User, data: VehicleCreate) -> Vehi
     if await repository.plate_taken(session, user.id, data.plate):
         raise _plate_conflict(data.plate)
     vehicle = Vehicle(owner_id=user.id, **data.model_dump())
-    session.add(vehicle)
-    await session.flush()
+    # The check above can race with a concurrent request; the constraint decides.
+    if not await repository.save(session, vehicle):
+        raise _plate_conflict(data.plate)
     return VehicleRead.model_validate(vehicle)
 
 
@@ -57,8 +58,8 @@ async def update(session: AsyncSession, vehicle: Vehicle, data: VehicleUpdate) -
             if name == "kind" and value is None:
                 continue
             setattr(vehicle, name, value)
-    session.add(vehicle)
-    await session.flush()
+    if not await repository.save(session, vehicle):
+        raise _plate_conflict(vehicle.plate)
     return VehicleRead.model_validate(vehicle)
 
 
