@@ -107,6 +107,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         secret_key=secrets.token_urlsafe(48),
         password_hash_memory_kib=1024,
         password_hash_time_cost=1,
+        # Tests run the sweeper themselves, at the times they choose.
+        sweep_interval_seconds=3600,
     )
 
 

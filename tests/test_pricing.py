@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from parkspot.lots import geo
-from parkspot.lots.pricing import price
+from parkspot.lots.pricing import BillingPolicy, price
 from parkspot.lots.schemas import money_text
 from parkspot.models import Lot
 
@@ -27,50 +27,94 @@ def lot(rate: str, daily_max: str | None = None) -> Lot:
     )
 
 
+QUARTER = BillingPolicy(increment=timedelta(minutes=15), minimum=timedelta(minutes=30))
+HOURLY = BillingPolicy(increment=timedelta(hours=1), minimum=timedelta(0))
+
+
 @pytest.mark.parametrize(
-    ("duration", "hours", "amount"),
+    ("duration", "minutes", "amount"),
     [
-        (timedelta(minutes=1), 1, "2.50"),
-        (timedelta(hours=1), 1, "2.50"),
-        (timedelta(hours=1, seconds=1), 2, "5.00"),
-        (timedelta(hours=1, microseconds=1), 2, "5.00"),
-        (timedelta(hours=7, minutes=59), 8, "20.00"),
-        (timedelta(hours=9), 9, "20.00"),
-        (timedelta(hours=24), 24, "20.00"),
+        # The minimum charge: 30 minutes.
+        (timedelta(minutes=1), 30, "1.25"),
+        (timedelta(minutes=30), 30, "1.25"),
+        # Rounded up to the 15-minute increment.
+        (timedelta(minutes=30, seconds=1), 45, "1.88"),
+        (timedelta(minutes=45), 45, "1.88"),
+        (timedelta(hours=1, microseconds=1), 75, "3.13"),
+        (timedelta(hours=7, minutes=46), 480, "20.00"),
+        # The daily maximum caps the period.
+        (timedelta(hours=8, minutes=1), 495, "20.00"),
+        (timedelta(hours=24), 1440, "20.00"),
     ],
 )
-def test_each_started_hour_is_charged_up_to_the_daily_max(
-    duration: timedelta, hours: int, amount: str
+def test_time_is_billed_in_increments_above_the_minimum_up_to_the_daily_max(
+    duration: timedelta, minutes: int, amount: str
 ) -> None:
-    quote = price(lot("2.50", "20"), START, START + duration)
-    assert [p.billed_hours for p in quote.breakdown] == [hours]
+    quote = price(lot("2.50", "20"), QUARTER, START, START + duration)
+    assert [line.billed_minutes for line in quote.breakdown] == [minutes]
     assert quote.amount == Decimal(amount)
 
 
 def test_the_daily_max_applies_per_24_hours_from_the_start() -> None:
-    quote = price(lot("2.50", "20"), START, START + timedelta(days=2, hours=2, minutes=5))
-    assert [(p.billed_hours, p.amount, p.capped) for p in quote.breakdown] == [
-        (24, Decimal("20.00"), True),
-        (24, Decimal("20.00"), True),
-        (3, Decimal("7.50"), False),
+    ends = START + timedelta(days=2, hours=2, minutes=5)
+    quote = price(lot("2.50", "20"), HOURLY, START, ends)
+    assert [(line.billed_minutes, line.amount, line.capped) for line in quote.breakdown] == [
+        (1440, Decimal("20.00"), True),
+        (1440, Decimal("20.00"), True),
+        (180, Decimal("7.50"), False),
     ]
     assert quote.amount == Decimal("47.50")
-    assert quote.breakdown[-1].ends_at == START + timedelta(days=2, hours=2, minutes=5)
+    assert quote.breakdown[-1].ends_at == START + timedelta(days=2, hours=3)
     assert all(
         a.ends_at == b.starts_at for a, b in zip(quote.breakdown, quote.breakdown[1:], strict=False)
     )
 
 
+def test_a_window_ending_on_a_period_boundary_has_no_empty_last_period() -> None:
+    quote = price(lot("1", "10"), QUARTER, START, START + timedelta(hours=48))
+    assert [line.billed_minutes for line in quote.breakdown] == [1440, 1440]
+    assert quote.amount == Decimal("20.00")
+
+
 def test_without_a_daily_max_every_hour_is_charged() -> None:
-    quote = price(lot("1.5"), START, START + timedelta(hours=30))
+    quote = price(lot("1.5"), HOURLY, START, START + timedelta(hours=30))
     assert quote.amount == Decimal("45.00")
-    assert not any(p.capped for p in quote.breakdown)
+    assert not any(line.capped for line in quote.breakdown)
+
+
+@pytest.mark.parametrize(
+    ("left_after_end", "overstay_minutes", "total"),
+    [
+        (timedelta(0), None, "20.00"),
+        (timedelta(seconds=1), 15, "22.50"),
+        (timedelta(minutes=15), 15, "22.50"),
+        (timedelta(minutes=16), 30, "25.00"),
+        # Overstay is billed at the rate with no daily cap.
+        (timedelta(hours=20), 1200, "220.00"),
+    ],
+)
+def test_overstay_is_billed_at_the_hourly_rate_in_increments(
+    left_after_end: timedelta, overstay_minutes: int | None, total: str
+) -> None:
+    ends = START + timedelta(hours=2)
+    quote = price(lot("10", "50"), QUARTER, START, ends, left_at=ends + left_after_end)
+    overstay = [line for line in quote.breakdown if line.kind == "overstay"]
+    assert [line.billed_minutes for line in overstay] == (
+        [] if overstay_minutes is None else [overstay_minutes]
+    )
+    assert quote.amount == Decimal(total)
+
+
+def test_leaving_early_does_not_lower_the_price_of_the_window() -> None:
+    ends = START + timedelta(hours=2)
+    early = price(lot("10"), QUARTER, START, ends, left_at=START + timedelta(minutes=5))
+    assert early.amount == price(lot("10"), QUARTER, START, ends).amount == Decimal("20.00")
 
 
 def test_a_stay_across_midnight_is_not_billed_a_partial_hour_twice() -> None:
     paris = ZoneInfo("Europe/Paris")
     starts = datetime(2030, 3, 1, 23, 30, tzinfo=paris)
-    quote = price(lot("2"), starts, starts + timedelta(hours=1))
+    quote = price(lot("2"), HOURLY, starts, starts + timedelta(hours=1))
     assert quote.amount == Decimal("2.00")
 
 
@@ -78,20 +122,24 @@ def test_a_daylight_saving_night_is_billed_by_elapsed_time() -> None:
     paris = ZoneInfo("Europe/Paris")
     # Clocks go forward at 02:00 on 31 March 2030: 01:00 to 04:00 local is two hours.
     quote = price(
-        lot("2"), datetime(2030, 3, 31, 1, tzinfo=paris), datetime(2030, 3, 31, 4, tzinfo=paris)
+        lot("2"),
+        HOURLY,
+        datetime(2030, 3, 31, 1, tzinfo=paris),
+        datetime(2030, 3, 31, 4, tzinfo=paris),
     )
     assert quote.amount == Decimal("4.00")
 
 
 def test_amounts_are_rounded_half_up_to_the_cent() -> None:
-    assert price(lot("0.0125"), START, START + timedelta(hours=1)).amount == Decimal("0.01")
-    assert price(lot("0.005"), START, START + timedelta(hours=1)).amount == Decimal("0.01")
-    assert price(lot("0.0049"), START, START + timedelta(hours=1)).amount == Decimal("0.00")
+    hour = START + timedelta(hours=1)
+    assert price(lot("0.0125"), HOURLY, START, hour).amount == Decimal("0.01")
+    assert price(lot("0.005"), HOURLY, START, hour).amount == Decimal("0.01")
+    assert price(lot("0.0049"), HOURLY, START, hour).amount == Decimal("0.00")
 
 
 def test_an_empty_or_reversed_window_has_no_price() -> None:
     with pytest.raises(ValueError, match="after"):
-        price(lot("2"), START, START)
+        price(lot("2"), HOURLY, START, START)
 
 
 @pytest.mark.parametrize(

@@ -268,17 +268,18 @@ async def test_free_spots_leave_out_spots_out_of_service_and_filter_by_kind(
 async def test_quote_prices_the_window_from_the_lot_rates(
     client: httpx.AsyncClient, lot: Setup
 ) -> None:
-    # 2.50 an hour, at most 20 a day: 26 h 30 min = one capped day + 3 started hours.
-    params = {"starts_at": "2030-03-01T08:00:00+01:00", "ends_at": "2030-03-02T09:30:00Z"}
+    # 2.50 an hour, at most 20 a day, billed per started 15 minutes:
+    # 26 h 20 min = one capped day + 2 h 30 min (6.25).
+    params = {"starts_at": "2030-03-01T08:00:00+01:00", "ends_at": "2030-03-02T09:20:00Z"}
     response = await client.get(f"{LOTS}/{lot.lot['id']}/quote", params=params)
     assert response.status_code == 200, response.text
     quote = response.json()
-    assert quote["amount"] == "27.50"
+    assert quote["amount"] == "26.25"
     assert quote["currency"] == "EUR"
     assert quote["starts_at"] == "2030-03-01T07:00:00Z"
-    assert [(p["billed_hours"], p["amount"], p["capped"]) for p in quote["breakdown"]] == [
-        (24, "20.00", True),
-        (3, "7.50", False),
+    assert [(p["billed_minutes"], p["amount"], p["capped"]) for p in quote["breakdown"]] == [
+        (1440, "20.00", True),
+        (150, "6.25", False),
     ]
     assert quote["breakdown"][1]["starts_at"] == "2030-03-02T07:00:00Z"
 
@@ -288,7 +289,7 @@ async def test_quote_ignores_any_price_sent_by_the_client(
 ) -> None:
     params = WINDOW | {"amount": "0.01", "hourly_rate": "0"}
     quote = (await client.get(f"{LOTS}/{lot.lot['id']}/quote", params=params)).json()
-    assert quote["amount"] == "7.50"
+    assert quote["amount"] == "6.25"
 
 
 @pytest.mark.parametrize("path", ["quote", "free-spots"])

@@ -1,5 +1,7 @@
 """create_app(settings): routers, middleware, error handlers and the lifespan."""
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -14,9 +16,13 @@ from parkspot.db.engine import create_engine
 from parkspot.db.session import Database
 from parkspot.errors import ErrorResponse, install_error_handlers
 from parkspot.health import router as health_router
+from parkspot.lots.pricing import BillingPolicy
 from parkspot.lots.router import router as lots_router
 from parkspot.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
+from parkspot.notifications.router import router as notifications_router
 from parkspot.operators.router import router as operators_router
+from parkspot.reservations.router import router as reservations_router
+from parkspot.reservations.sweeper import run_forever
 from parkspot.state import AppState
 from parkspot.users.router import router as users_router
 from parkspot.vehicles.router import router as vehicles_router
@@ -50,6 +56,7 @@ def build_state(settings: Settings) -> AppState:
         ),
         tokens=TokenCodec(settings),
         redis=redis,
+        billing=BillingPolicy.from_settings(settings),
     )
 
 
@@ -57,9 +64,13 @@ def build_state(settings: Settings) -> AppState:
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = build_state(app.state.settings)
     app.state.parkspot = state
+    sweeper = asyncio.create_task(run_forever(state), name="parkspot-sweeper")
     try:
         yield
     finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         if state.redis is not None:
             await state.redis.aclose()
         await state.database.dispose()
@@ -77,7 +88,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     api = APIRouter(prefix="/api/v1")
-    for router in (auth_router, users_router, operators_router, lots_router, vehicles_router):
+    for router in (
+        auth_router,
+        users_router,
+        operators_router,
+        lots_router,
+        vehicles_router,
+        reservations_router,
+        notifications_router,
+    ):
         api.include_router(router)
     app.include_router(api)
     app.include_router(health_router)

@@ -37,6 +37,20 @@ class Settings(BaseSettings):
     password_hash_time_cost: int = Field(default=3, ge=1)
     cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    # Booking rules.
+    booking_min_minutes: int = Field(default=15, ge=1)
+    booking_max_hours: int = Field(default=7 * 24, ge=1)
+    booking_max_days_ahead: int = Field(default=90, ge=1)
+    booking_start_tolerance_minutes: int = Field(default=5, ge=0)
+    booking_max_active_per_user: int = Field(default=10, ge=1)
+    checkin_early_minutes: int = Field(default=15, ge=0)
+    no_show_grace_minutes: int = Field(default=30, ge=1)
+    ticket_max_hours: int = Field(default=24, ge=1)
+    # Pricing: time is billed in whole increments, never less than the minimum.
+    billing_increment_minutes: int = Field(default=15, ge=1, le=1440)
+    billing_minimum_minutes: int = Field(default=30, ge=0)
+    idempotency_ttl_hours: int = Field(default=24, ge=24)
+    sweep_interval_seconds: float = Field(default=5.0, gt=0)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"

@@ -9,6 +9,7 @@ from fastapi.security import OAuth2PasswordBearer
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parkspot.auth import repository as auth_repository
+from parkspot.db.session import commit
 from parkspot.errors import Forbidden, Unauthorized
 from parkspot.models import Role, User
 from parkspot.state import AppState
@@ -27,7 +28,7 @@ async def get_session(request: Request, state: StateDep) -> AsyncIterator[AsyncS
     """The request's unit of work: committed once, before the response is sent."""
     async with state.database.session(write=request.method not in SAFE_METHODS) as session:
         yield session
-        await session.commit()
+        await commit(session)
 
 
 # scope="function": the commit runs before the response goes out, so a failed commit

@@ -1,12 +1,16 @@
 """What the lifespan builds once per app and every request reaches through ``app.state``."""
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
 
 from redis.asyncio import Redis
 
 from parkspot.auth.security import PasswordHasher, TokenCodec
 from parkspot.config import Settings
 from parkspot.db.session import Database
+from parkspot.db.types import utcnow
+from parkspot.lots.pricing import BillingPolicy
 
 
 @dataclass
@@ -16,3 +20,8 @@ class AppState:
     passwords: PasswordHasher
     tokens: TokenCodec
     redis: Redis | None
+    billing: BillingPolicy
+    # Every rule that depends on "now" asks this clock, so tests can move time.
+    clock: Callable[[], datetime] = field(default=utcnow)
+    # (user id, Idempotency-Key) of requests being handled in this process.
+    idempotency_inflight: set[tuple[int, str]] = field(default_factory=set)

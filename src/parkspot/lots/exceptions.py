@@ -7,7 +7,9 @@ ParkspotError
 ├── Forbidden
 │   └── NotLotManager   not_lot_manager (the caller sees the lot but does not manage it)
 └── Conflict
-    └── SpotLabelTaken  spot_label_taken
+    ├── SpotLabelTaken       spot_label_taken
+    ├── LotHasReservations   lot_has_reservations
+    └── SpotHasReservations  spot_has_reservations
 """
 
 from collections.abc import Sequence
@@ -43,4 +45,22 @@ class SpotLabelTaken(Conflict):
         shown = ", ".join(labels[:10]) + (" ..." if len(labels) > 10 else "")
         super().__init__(
             f"This lot already has a spot labelled {shown}", details={"labels": list(labels)}
+        )
+
+
+class LotHasReservations(Conflict):
+    code = "lot_has_reservations"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The lot has upcoming or ongoing reservations; cancel them or wait until they end"
+        )
+
+
+class SpotHasReservations(Conflict):
+    code = "spot_has_reservations"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "The spot has upcoming or ongoing reservations; cancel them or wait until they end"
         )

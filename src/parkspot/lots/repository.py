@@ -102,13 +102,6 @@ async def list_spots(
     return await count_and_page(session, _spots_of(lot_id, kind), col(Spot.id), limit, offset)
 
 
-async def in_service_spots(
-    session: AsyncSession, lot_id: int, kind: SpotKind | None
-) -> Sequence[Spot]:
-    stmt = _spots_of(lot_id, kind).where(col(Spot.is_out_of_service).is_(False))
-    return (await session.execute(stmt.order_by(col(Spot.id)))).scalars().all()
-
-
 async def taken_labels(
     session: AsyncSession, lot_id: int, labels: Sequence[str], exclude_spot_id: int | None = None
 ) -> list[str]:

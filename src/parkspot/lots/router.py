@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, status
 
-from parkspot.deps import CurrentUser, OptionalUser, PageDep, SessionDep
+from parkspot.deps import CurrentUser, OptionalUser, PageDep, SessionDep, StateDep
 from parkspot.lots import service
 from parkspot.lots.dependencies import ManagedLot, ManagedSpot, VisibleLot, VisibleSpot
 from parkspot.lots.schemas import (
@@ -54,19 +54,21 @@ async def update_lot(lot: ManagedLot, data: LotUpdate, session: SessionDep) -> L
 
 
 @router.delete("/lots/{lot_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_lot(lot: ManagedLot, session: SessionDep) -> None:
-    await service.delete_lot(session, lot)
+async def delete_lot(lot: ManagedLot, session: SessionDep, state: StateDep) -> None:
+    """409 ``lot_has_reservations`` while a reservation is upcoming or a car is checked in."""
+    await service.delete_lot(session, lot, state.clock())
 
 
 @router.get("/lots/{lot_id}/spots")
 async def list_spots(
     lot: VisibleLot,
     session: SessionDep,
+    state: StateDep,
     kind: SpotKind | None = None,
     limit: Annotated[int, Query(ge=1, le=2000)] = 500,
     offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
 ) -> SpotPage:
-    return await service.list_spots(session, lot, kind, limit, offset)
+    return await service.list_spots(session, lot, kind, state.clock(), limit, offset)
 
 
 @router.post("/lots/{lot_id}/spots", status_code=status.HTTP_201_CREATED)
@@ -82,34 +84,43 @@ async def create_spots(
         ),
     ],
     session: SessionDep,
+    state: StateDep,
 ) -> SpotRead | SpotList:
     """One spot ``{label, level?, kind?}`` (returns it) or a batch ``{prefix, count,
     start?, level?, kind?}`` (returns ``{items}``); all or nothing."""
-    return await service.create_spots(session, lot, data)
+    return await service.create_spots(session, lot, data, state.clock())
 
 
 @router.get("/lots/{lot_id}/free-spots")
 async def list_free_spots(
-    lot: VisibleLot, query: Annotated[FreeSpotsQuery, Query()], session: SessionDep
+    lot: VisibleLot,
+    query: Annotated[FreeSpotsQuery, Query()],
+    session: SessionDep,
+    state: StateDep,
 ) -> FreeSpots:
-    return await service.free_spots(session, lot, query)
+    return await service.free_spots(session, lot, query, state.clock())
 
 
 @router.get("/lots/{lot_id}/quote")
-async def quote_lot(lot: VisibleLot, window: Annotated[TimeWindow, Query()]) -> Quote:
-    return service.quote(lot, window)
+async def quote_lot(
+    lot: VisibleLot, window: Annotated[TimeWindow, Query()], state: StateDep
+) -> Quote:
+    return service.quote(lot, state.billing, window)
 
 
 @router.get("/spots/{spot_id}")
-async def read_spot(spot: VisibleSpot) -> SpotRead:
-    return service.to_read(spot)
+async def read_spot(spot: VisibleSpot, session: SessionDep, state: StateDep) -> SpotRead:
+    return await service.read_spot(session, spot, state.clock())
 
 
 @router.patch("/spots/{spot_id}")
-async def update_spot(spot: ManagedSpot, data: SpotUpdate, session: SessionDep) -> SpotRead:
-    return await service.update_spot(session, spot, data)
+async def update_spot(
+    spot: ManagedSpot, data: SpotUpdate, session: SessionDep, state: StateDep
+) -> SpotRead:
+    return await service.update_spot(session, spot, data, state.clock())
 
 
 @router.delete("/spots/{spot_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_spot(spot: ManagedSpot, session: SessionDep) -> None:
-    await service.delete_spot(session, spot)
+async def delete_spot(spot: ManagedSpot, session: SessionDep, state: StateDep) -> None:
+    """409 ``spot_has_reservations`` while a reservation is upcoming or a car is checked in."""
+    await service.delete_spot(session, spot, state.clock())

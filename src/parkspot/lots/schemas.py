@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from functools import lru_cache
-from typing import Annotated, Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 from zoneinfo import available_timezones
 
 from pydantic import (
@@ -335,15 +335,17 @@ class FreeSpots(BaseModel):
     starts_at: datetime
     ends_at: datetime
     kind: SpotKind | None
+    count: int = Field(description="spots free for the whole window")
     items: list[SpotRead]
 
 
-class QuotePeriod(BaseModel):
-    """One 24-hour period of the stay (the last may be shorter)."""
+class QuoteLine(BaseModel):
+    """A 24-hour period of the stay (the last may be shorter), or the overstay past its end."""
 
+    kind: Literal["period", "overstay"]
     starts_at: datetime
     ends_at: datetime
-    billed_hours: int
+    billed_minutes: int = Field(description="elapsed time rounded up to the billing increment")
     amount: MoneyOut
     capped: bool = Field(description="the daily maximum applied")
 
@@ -355,4 +357,4 @@ class Quote(BaseModel):
     ends_at: datetime
     hourly_rate: MoneyOut
     daily_max: MoneyOut | None
-    breakdown: list[QuotePeriod]
+    breakdown: list[QuoteLine]

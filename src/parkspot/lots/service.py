@@ -7,13 +7,21 @@ who can see the lot gets 403.
 """
 
 from collections.abc import Sequence
+from datetime import datetime
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parkspot.db.types import utcnow
 from parkspot.lots import geo, pricing, repository
-from parkspot.lots.exceptions import LotNotFound, NotLotManager, SpotLabelTaken, SpotNotFound
+from parkspot.lots.exceptions import (
+    LotHasReservations,
+    LotNotFound,
+    NotLotManager,
+    SpotHasReservations,
+    SpotLabelTaken,
+    SpotNotFound,
+)
 from parkspot.lots.schemas import (
     FreeSpots,
     FreeSpotsQuery,
@@ -32,9 +40,10 @@ from parkspot.lots.schemas import (
     SpotUpdate,
     TimeWindow,
 )
-from parkspot.models import Lot, Spot, SpotKind, User, Visibility
+from parkspot.models import Lot, ReservationStatus, Spot, SpotKind, User, Visibility
 from parkspot.operators import service as operator_service
 from parkspot.operators.access import Access, access_to_operator
+from parkspot.reservations import repository as reservation_repository
 
 # --- access ----------------------------------------------------------------------------
 
@@ -140,43 +149,70 @@ async def update_lot(session: AsyncSession, lot: Lot, data: LotUpdate) -> LotRea
     return LotRead.model_validate(lot)
 
 
-async def delete_lot(session: AsyncSession, lot: Lot) -> None:
+async def delete_lot(session: AsyncSession, lot: Lot, now: datetime) -> None:
     """The row stays (``deleted_at`` set) so that the history of its stays stays whole;
-    the lot and its spots are gone from every endpoint at once."""
-    lot.deleted_at = lot.updated_at = utcnow()
+    the lot and its spots are gone from every endpoint at once. Raises LotHasReservations
+    while a reservation of it is upcoming or a car is checked in."""
+    assert lot.id is not None
+    if await reservation_repository.has_active_after(session, now, lot_id=lot.id):
+        raise LotHasReservations()
+    lot.deleted_at = lot.updated_at = now
     session.add(lot)
     await session.flush()
 
 
-def quote(lot: Lot, window: TimeWindow) -> Quote:
-    return pricing.price(lot, window.starts_at, window.ends_at)
+def quote(lot: Lot, policy: pricing.BillingPolicy, window: TimeWindow) -> Quote:
+    return pricing.price(lot, policy, window.starts_at, window.ends_at)
 
 
 # --- spots -----------------------------------------------------------------------------
 
 
-def _state(spot: Spot) -> SpotState:
-    return SpotState.out_of_service if spot.is_out_of_service else SpotState.available
+_STATE_OF_STATUS = {
+    ReservationStatus.checked_in: SpotState.occupied,
+    ReservationStatus.confirmed: SpotState.reserved,
+}
 
 
-def to_read(spot: Spot) -> SpotRead:
-    assert spot.id is not None
-    return SpotRead(
-        id=spot.id,
-        lot_id=spot.lot_id,
-        label=spot.label,
-        level=spot.level,
-        kind=SpotKind(spot.kind),
-        state=_state(spot),
-    )
+async def to_reads(session: AsyncSession, spots: Sequence[Spot], now: datetime) -> list[SpotRead]:
+    """The spots with their state now: out of service, occupied (a stay is checked in),
+    reserved (a reservation covers now) or available."""
+    ids = [s.id for s in spots if s.id is not None]
+    statuses = await reservation_repository.current_status_by_spot(session, ids, now)
+    reads = []
+    for spot in spots:
+        assert spot.id is not None
+        state = (
+            SpotState.out_of_service
+            if spot.is_out_of_service
+            else _STATE_OF_STATUS.get(ReservationStatus(statuses[spot.id]), SpotState.available)
+            if spot.id in statuses
+            else SpotState.available
+        )
+        reads.append(
+            SpotRead(
+                id=spot.id,
+                lot_id=spot.lot_id,
+                label=spot.label,
+                level=spot.level,
+                kind=SpotKind(spot.kind),
+                state=state,
+            )
+        )
+    return reads
+
+
+async def read_spot(session: AsyncSession, spot: Spot, now: datetime) -> SpotRead:
+    return (await to_reads(session, [spot], now))[0]
 
 
 async def list_spots(
-    session: AsyncSession, lot: Lot, kind: SpotKind | None, limit: int, offset: int
+    session: AsyncSession, lot: Lot, kind: SpotKind | None, now: datetime, limit: int, offset: int
 ) -> SpotPage:
     assert lot.id is not None
     spots, total = await repository.list_spots(session, lot.id, kind, limit, offset)
-    return SpotPage(items=[to_read(s) for s in spots], total=total, limit=limit, offset=offset)
+    items = await to_reads(session, spots, now)
+    return SpotPage(items=items, total=total, limit=limit, offset=offset)
 
 
 async def _flush_labels(session: AsyncSession, labels: Sequence[str]) -> None:
@@ -188,7 +224,7 @@ async def _flush_labels(session: AsyncSession, labels: Sequence[str]) -> None:
 
 
 async def create_spots(
-    session: AsyncSession, lot: Lot, data: SpotCreate | SpotBatchCreate
+    session: AsyncSession, lot: Lot, data: SpotCreate | SpotBatchCreate, now: datetime
 ) -> SpotRead | SpotList:
     """All or nothing: raises SpotLabelTaken naming every label the lot already has."""
     assert lot.id is not None
@@ -199,12 +235,13 @@ async def create_spots(
     spots = [Spot(lot_id=lot.id, label=label, level=data.level, kind=data.kind) for label in labels]
     session.add_all(spots)
     await _flush_labels(session, labels)
-    if isinstance(data, SpotCreate):
-        return to_read(spots[0])
-    return SpotList(items=[to_read(s) for s in spots])
+    reads = await to_reads(session, spots, now)
+    return reads[0] if isinstance(data, SpotCreate) else SpotList(items=reads)
 
 
-async def update_spot(session: AsyncSession, spot: Spot, data: SpotUpdate) -> SpotRead:
+async def update_spot(
+    session: AsyncSession, spot: Spot, data: SpotUpdate, now: datetime
+) -> SpotRead:
     fields = data.model_fields_set
     if data.label is not None and data.label != spot.label:
         if await repository.taken_labels(session, spot.lot_id, [data.label], spot.id):
@@ -218,21 +255,33 @@ async def update_spot(session: AsyncSession, spot: Spot, data: SpotUpdate) -> Sp
         spot.is_out_of_service = data.out_of_service
     session.add(spot)
     await _flush_labels(session, [spot.label])
-    return to_read(spot)
+    return await read_spot(session, spot, now)
 
 
-async def delete_spot(session: AsyncSession, spot: Spot) -> None:
+async def delete_spot(session: AsyncSession, spot: Spot, now: datetime) -> None:
+    """Raises SpotHasReservations while a reservation of it is upcoming or checked in; past
+    reservations keep the spot's label."""
+    if await reservation_repository.has_active_after(session, now, spot_id=spot.id):
+        raise SpotHasReservations()
     await session.delete(spot)
     await session.flush()
 
 
-async def free_spots(session: AsyncSession, lot: Lot, query: FreeSpotsQuery) -> FreeSpots:
-    """The lot's in-service spots (of ``kind``) free for the whole window."""
+async def free_spots(
+    session: AsyncSession, lot: Lot, query: FreeSpotsQuery, now: datetime
+) -> FreeSpots:
+    """The lot's in-service spots (of ``kind``) with no active reservation overlapping the
+    window; ``count`` is how many bookings of the whole window the lot can still take."""
     assert lot.id is not None
-    spots = await repository.in_service_spots(session, lot.id, query.kind)
+    kinds = None if query.kind is None else [query.kind]
+    candidates = await reservation_repository.free_spots(
+        session, lot.id, query.starts_at, query.ends_at, kinds
+    )
+    items = await to_reads(session, [c.spot for c in candidates], now)
     return FreeSpots(
         starts_at=query.starts_at,
         ends_at=query.ends_at,
         kind=query.kind,
-        items=[to_read(s) for s in spots],
+        count=len(items),
+        items=items,
     )

@@ -1,17 +1,31 @@
 """Table models, imported together so Alembic and tests see the whole schema."""
 
 from parkspot.models.base import metadata
+from parkspot.models.idempotency import IdempotencyKey
 from parkspot.models.lots import Lot, Spot, SpotKind, Visibility
+from parkspot.models.notifications import Notification
 from parkspot.models.operators import MembershipRole, Operator, OperatorMember
+from parkspot.models.reservations import (
+    ACTIVE_STATUSES,
+    Reservation,
+    ReservationKind,
+    ReservationStatus,
+)
 from parkspot.models.users import AuthSession, Role, User
 from parkspot.models.vehicles import Vehicle, VehicleKind
 
 __all__ = [
+    "ACTIVE_STATUSES",
     "AuthSession",
+    "IdempotencyKey",
     "Lot",
     "MembershipRole",
+    "Notification",
     "Operator",
     "OperatorMember",
+    "Reservation",
+    "ReservationKind",
+    "ReservationStatus",
     "Role",
     "Spot",
     "SpotKind",

@@ -4,7 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, status
 
-from parkspot.deps import CurrentUser, PageDep, SessionDep
+from parkspot.deps import CurrentUser, PageDep, SessionDep, StateDep
 from parkspot.vehicles import service
 from parkspot.vehicles.schemas import VehicleCreate, VehiclePage, VehicleRead, VehicleUpdate
 
@@ -39,5 +39,9 @@ async def update_vehicle(
 
 
 @router.delete("/{vehicle_id}", status_code=status.HTTP_204_NO_CONTENT)
-async def delete_vehicle(vehicle_id: VehicleId, user: CurrentUser, session: SessionDep) -> None:
-    await service.delete(session, await service.get_owned(session, user, vehicle_id))
+async def delete_vehicle(
+    vehicle_id: VehicleId, user: CurrentUser, session: SessionDep, state: StateDep
+) -> None:
+    """409 ``vehicle_in_use`` while it has an upcoming or ongoing reservation."""
+    vehicle = await service.get_owned(session, user, vehicle_id)
+    await service.delete(session, vehicle, state.clock())

@@ -1,9 +1,12 @@
 """Vehicle rules: one plate once per owner; nobody sees another user's vehicles."""
 
+from datetime import datetime
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parkspot.errors import Conflict, NotFound
 from parkspot.models import User, Vehicle
+from parkspot.reservations import repository as reservation_repository
 from parkspot.vehicles import repository
 from parkspot.vehicles.schemas import VehicleCreate, VehiclePage, VehicleRead, VehicleUpdate
 
@@ -63,6 +66,13 @@ async def update(session: AsyncSession, vehicle: Vehicle, data: VehicleUpdate) -
     return VehicleRead.model_validate(vehicle)
 
 
-async def delete(session: AsyncSession, vehicle: Vehicle) -> None:
+async def delete(session: AsyncSession, vehicle: Vehicle, now: datetime) -> None:
+    """Raises Conflict while the vehicle has an upcoming or ongoing reservation; past
+    reservations keep its plate."""
+    if await reservation_repository.has_active_after(session, now, vehicle_id=vehicle.id):
+        raise Conflict(
+            "The vehicle has upcoming or ongoing reservations; cancel them first",
+            code="vehicle_in_use",
+        )
     await session.delete(vehicle)
     await session.flush()

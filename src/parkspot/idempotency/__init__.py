@@ -1,0 +1,1 @@
+"""Idempotency-Key support for unsafe requests (booking, cancel, check-in, check-out)."""

@@ -1,0 +1,1 @@
+"""Notifications kept for each user and the endpoints to read them."""

@@ -1,0 +1,30 @@
+"""Routes under /api/v1/notifications."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from parkspot.deps import CurrentUser, PageDep, SessionDep
+from parkspot.notifications import service
+from parkspot.notifications.schemas import MarkedRead, NotificationPage, NotificationsRead
+
+router = APIRouter(prefix="/notifications", tags=["notifications"])
+
+
+@router.get("")
+async def list_notifications(
+    user: CurrentUser,
+    page: PageDep,
+    session: SessionDep,
+    unread: Annotated[bool, Query(description="only unread ones")] = False,
+) -> NotificationPage:
+    """Newest first."""
+    return await service.list_own(session, user, unread, page.limit, page.offset)
+
+
+@router.post("/read")
+async def mark_notifications_read(
+    data: NotificationsRead, user: CurrentUser, session: SessionDep
+) -> MarkedRead:
+    """Marks the caller's notifications among ``ids`` read; other ids are ignored."""
+    return await service.mark_read(session, user, data.ids)

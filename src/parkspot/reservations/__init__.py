@@ -1,0 +1,1 @@
+"""Reservations and walk-in stays: booking without double booking, changes, check-in/out."""

@@ -1,0 +1,305 @@
+"""SQL for reservations: overlap checks, spot candidates, listings and time-driven changes.
+
+Overlap means the half-open windows ``[starts_at, ends_at)`` intersect and the reservation
+is active (confirmed or checked in). On PostgreSQL the exclusion constraints make the final
+decision; on SQLite the booking transaction holds the database write lock (BEGIN IMMEDIATE),
+so the checks here are decisive.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, exists, func, or_, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql.elements import ColumnElement
+from sqlmodel import col, select
+
+from parkspot.db.pagination import count_and_page
+from parkspot.db.search import contains_pattern
+from parkspot.models import (
+    ACTIVE_STATUSES,
+    Lot,
+    OperatorMember,
+    Reservation,
+    ReservationStatus,
+    Spot,
+    User,
+)
+from parkspot.models.operators import MembershipRole
+from parkspot.reservations.schemas import ReservationFilters
+
+SPOT_EXCLUSION = "ex_reservations_spot_id_window"
+VEHICLE_EXCLUSION = "ex_reservations_vehicle_id_window"
+
+
+def active() -> ColumnElement[bool]:
+    return col(Reservation.status).in_(ACTIVE_STATUSES)
+
+
+def overlapping(starts_at: datetime, ends_at: datetime) -> ColumnElement[bool]:
+    return and_(
+        active(), col(Reservation.starts_at) < ends_at, col(Reservation.ends_at) > starts_at
+    )
+
+
+def _others(exclude_id: int | None) -> ColumnElement[bool]:
+    return col(Reservation.id) != exclude_id
+
+
+async def spot_taken(
+    session: AsyncSession,
+    spot_id: int,
+    starts_at: datetime,
+    ends_at: datetime,
+    exclude_id: int | None = None,
+) -> bool:
+    stmt = select(
+        exists().where(
+            col(Reservation.spot_id) == spot_id,
+            overlapping(starts_at, ends_at),
+            _others(exclude_id),
+        )
+    )
+    return bool((await session.execute(stmt)).scalar())
+
+
+async def vehicle_busy(
+    session: AsyncSession,
+    vehicle_id: int,
+    starts_at: datetime,
+    ends_at: datetime,
+    exclude_id: int | None = None,
+) -> bool:
+    stmt = select(
+        exists().where(
+            col(Reservation.vehicle_id) == vehicle_id,
+            overlapping(starts_at, ends_at),
+            _others(exclude_id),
+        )
+    )
+    return bool((await session.execute(stmt)).scalar())
+
+
+async def count_upcoming(session: AsyncSession, user_id: int, now: datetime) -> int:
+    """The user's active reservations that have not ended yet."""
+    stmt = (
+        select(func.count())
+        .select_from(Reservation)
+        .where(col(Reservation.user_id) == user_id, active(), col(Reservation.ends_at) > now)
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def next_start_after(session: AsyncSession, spot_id: int, at: datetime) -> datetime | None:
+    """When the spot's next active reservation starting at or after ``at`` begins."""
+    stmt = select(func.min(col(Reservation.starts_at))).where(
+        col(Reservation.spot_id) == spot_id, active(), col(Reservation.starts_at) >= at
+    )
+    return (await session.execute(stmt)).scalar_one()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A spot free for the window, with its neighbouring reservations' edges."""
+
+    spot: Spot
+    previous_end: datetime | None
+    next_start: datetime | None
+
+
+async def free_spots(
+    session: AsyncSession,
+    lot_id: int,
+    starts_at: datetime,
+    ends_at: datetime,
+    kinds: Sequence[str] | None = None,
+) -> list[Candidate]:
+    """In-service spots of the lot (of ``kinds``) with no active reservation overlapping."""
+    taken = exists().where(
+        col(Reservation.spot_id) == col(Spot.id), overlapping(starts_at, ends_at)
+    )
+    before = (
+        select(func.max(col(Reservation.ends_at)))
+        .where(
+            col(Reservation.spot_id) == col(Spot.id),
+            active(),
+            col(Reservation.ends_at) <= starts_at,
+        )
+        .scalar_subquery()
+    )
+    after = (
+        select(func.min(col(Reservation.starts_at)))
+        .where(
+            col(Reservation.spot_id) == col(Spot.id),
+            active(),
+            col(Reservation.starts_at) >= ends_at,
+        )
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Spot, before, after)
+        .where(
+            col(Spot.lot_id) == lot_id,
+            col(Spot.is_out_of_service).is_(False),
+            ~taken,
+        )
+        .order_by(col(Spot.label))
+    )
+    if kinds is not None:
+        stmt = stmt.where(col(Spot.kind).in_(kinds))
+    rows = (await session.execute(stmt)).all()
+    return [Candidate(spot, previous_end, next_start) for spot, previous_end, next_start in rows]
+
+
+class Overlap(Exception):
+    """The database refused the write: an active reservation of that spot or vehicle overlaps."""
+
+    def __init__(self, constraint: str) -> None:
+        super().__init__(constraint)
+        self.constraint = constraint
+
+
+async def save(session: AsyncSession, reservation: Reservation) -> None:
+    """Inserts or updates in a savepoint; raises Overlap when an exclusion constraint
+    (PostgreSQL) refuses it, leaving the transaction usable for another try."""
+    try:
+        async with session.begin_nested():
+            session.add(reservation)
+    except IntegrityError as exc:
+        message = str(exc.orig)
+        for constraint in (SPOT_EXCLUSION, VEHICLE_EXCLUSION):
+            if constraint in message:
+                raise Overlap(constraint) from None
+        raise
+
+
+async def get(session: AsyncSession, reservation_id: int) -> Reservation | None:
+    return await session.get(Reservation, reservation_id)
+
+
+async def get_for_update(session: AsyncSession, reservation_id: int) -> Reservation | None:
+    """The row locked until the transaction ends (PostgreSQL; SQLite holds the write lock)."""
+    stmt = select(Reservation).where(col(Reservation.id) == reservation_id).with_for_update()
+    return (await session.execute(stmt)).scalar_one_or_none()
+
+
+def _managed_lot_ids(user: User) -> ColumnElement[bool]:
+    managed = select(OperatorMember.operator_id).where(
+        col(OperatorMember.user_id) == user.id,
+        col(OperatorMember.role) == MembershipRole.manager,
+    )
+    return col(Lot.operator_id).in_(managed)
+
+
+async def search(
+    session: AsyncSession,
+    user: User,
+    filters: ReservationFilters,
+    managed: bool,
+    all_lots: bool,
+    limit: int,
+    offset: int,
+) -> tuple[Sequence[Reservation], int]:
+    """``managed``: reservations in lots the user manages (``all_lots``: every lot);
+    otherwise the user's own. Newest start first."""
+    stmt = select(Reservation).join(Lot, col(Lot.id) == col(Reservation.lot_id))
+    if not managed:
+        stmt = stmt.where(col(Reservation.user_id) == user.id)
+    elif not all_lots:
+        stmt = stmt.where(_managed_lot_ids(user))
+    if filters.status:
+        stmt = stmt.where(col(Reservation.status).in_(filters.status))
+    if filters.lot_id is not None:
+        stmt = stmt.where(col(Reservation.lot_id) == filters.lot_id)
+    if filters.from_ is not None:
+        stmt = stmt.where(col(Reservation.ends_at) > filters.from_)
+    if filters.to is not None:
+        stmt = stmt.where(col(Reservation.starts_at) < filters.to)
+    if filters.q:
+        pattern = contains_pattern(filters.q)
+        stmt = stmt.join(User, col(User.id) == col(Reservation.user_id)).where(
+            or_(
+                col(User.email).like(pattern, escape="\\"),
+                func.lower(col(Reservation.plate)).like(pattern, escape="\\"),
+                func.lower(col(Reservation.spot_label)).like(pattern, escape="\\"),
+                func.lower(col(Lot.name)).like(pattern, escape="\\"),
+                func.lower(col(Lot.address)).like(pattern, escape="\\"),
+            )
+        )
+    order = (col(Reservation.starts_at).desc(), col(Reservation.id).desc())
+    return await count_and_page(session, stmt, order, limit, offset)
+
+
+async def expire_no_shows(session: AsyncSession, started_before: datetime) -> list[Reservation]:
+    """Marks confirmed reservations that started before ``started_before`` as no-shows."""
+    stmt = (
+        select(Reservation)
+        .where(
+            col(Reservation.status) == ReservationStatus.confirmed,
+            col(Reservation.starts_at) < started_before,
+        )
+        .with_for_update(skip_locked=True)
+    )
+    expired = list((await session.execute(stmt)).scalars())
+    if expired:
+        await session.execute(
+            update(Reservation)
+            .where(col(Reservation.id).in_([r.id for r in expired]))
+            .values(status=ReservationStatus.no_show)
+        )
+    return expired
+
+
+async def has_active_after(
+    session: AsyncSession,
+    now: datetime,
+    *,
+    lot_id: int | None = None,
+    spot_id: int | None = None,
+    vehicle_id: int | None = None,
+) -> bool:
+    """Whether an active reservation (of that lot, spot or vehicle) has not ended yet, or is
+    checked in whatever its end."""
+    target = (
+        col(Reservation.lot_id) == lot_id
+        if lot_id is not None
+        else col(Reservation.spot_id) == spot_id
+        if spot_id is not None
+        else col(Reservation.vehicle_id) == vehicle_id
+    )
+    stmt = select(
+        exists().where(
+            target,
+            or_(
+                col(Reservation.status) == ReservationStatus.checked_in,
+                and_(active(), col(Reservation.ends_at) > now),
+            ),
+        )
+    )
+    return bool((await session.execute(stmt)).scalar())
+
+
+async def current_status_by_spot(
+    session: AsyncSession, spot_ids: Sequence[int], now: datetime
+) -> dict[int, str]:
+    """For spots holding a stay or a reservation now: the reservation's status."""
+    if not spot_ids:
+        return {}
+    stmt = select(Reservation.spot_id, Reservation.status).where(
+        col(Reservation.spot_id).in_(spot_ids),
+        or_(
+            col(Reservation.status) == ReservationStatus.checked_in,
+            and_(
+                col(Reservation.status) == ReservationStatus.confirmed,
+                col(Reservation.starts_at) <= now,
+                col(Reservation.ends_at) > now,
+            ),
+        ),
+    )
+    states: dict[int, str] = {}
+    for spot_id, status in (await session.execute(stmt)).all():
+        if spot_id is not None and states.get(spot_id) != ReservationStatus.checked_in:
+            states[spot_id] = status
+    return states

@@ -1,0 +1,470 @@
+"""Reservation rules: booking (a given spot, or the best one of a lot), window rules, the
+status machine, walk-in tickets, prices and notifications.
+
+No double booking: every write that books re-checks overlap inside its transaction; on
+PostgreSQL the exclusion constraints have the last word (a lost race becomes 409), on SQLite
+the transaction holds the write lock from its first statement (BEGIN IMMEDIATE).
+
+Status machine: confirmed → checked_in → completed; confirmed → cancelled; confirmed →
+no_show (by time). Any other move is 409 ``invalid_status`` naming the current status.
+"""
+
+from datetime import datetime, timedelta
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from parkspot.config import Settings
+from parkspot.errors import Forbidden
+from parkspot.lots import pricing
+from parkspot.lots import service as lot_service
+from parkspot.lots.schemas import Quote
+from parkspot.models import (
+    Lot,
+    Reservation,
+    ReservationKind,
+    ReservationStatus,
+    Role,
+    Spot,
+    SpotKind,
+    User,
+    Vehicle,
+)
+from parkspot.notifications.service import notify
+from parkspot.operators.access import Access, access_to_operator
+from parkspot.reservations import repository
+from parkspot.reservations.exceptions import (
+    InvalidTransition,
+    InvalidWindow,
+    LotClosed,
+    LotFull,
+    NotReservationOwner,
+    OutsideCheckInWindow,
+    ReservationLimit,
+    ReservationNotFound,
+    SpotOutOfService,
+    SpotUnavailable,
+    VehicleBusy,
+)
+from parkspot.reservations.schemas import (
+    ReservationCreate,
+    ReservationFilters,
+    ReservationPage,
+    ReservationRead,
+    ReservationUpdate,
+    Scope,
+    TicketCreate,
+)
+from parkspot.state import AppState
+from parkspot.vehicles import service as vehicle_service
+
+# Without a requested kind the server books ordinary car spots, best kind first; accessible
+# and motorcycle spots are given only to those who ask for them.
+DEFAULT_KINDS = (SpotKind.standard, SpotKind.compact, SpotKind.ev)
+
+
+def to_read(reservation: Reservation) -> ReservationRead:
+    return ReservationRead.model_validate(reservation)
+
+
+# --- rules -----------------------------------------------------------------------------
+
+
+def check_window(
+    settings: Settings, starts_at: datetime, ends_at: datetime, now: datetime, *, new_start: bool
+) -> None:
+    """Raises InvalidWindow. ``new_start``: the start is being chosen now, so it may not lie
+    in the past (a started reservation may still change its end)."""
+    if ends_at <= starts_at:
+        raise InvalidWindow("ends_at must be after starts_at")
+    duration = ends_at - starts_at
+    shortest = timedelta(minutes=settings.booking_min_minutes)
+    longest = timedelta(hours=settings.booking_max_hours)
+    if duration < shortest:
+        raise InvalidWindow(
+            f"A reservation lasts at least {settings.booking_min_minutes} minutes",
+            min_minutes=settings.booking_min_minutes,
+        )
+    if duration > longest:
+        raise InvalidWindow(
+            f"A reservation lasts at most {settings.booking_max_hours} hours",
+            max_hours=settings.booking_max_hours,
+        )
+    if new_start and starts_at < now - timedelta(minutes=settings.booking_start_tolerance_minutes):
+        raise InvalidWindow("starts_at is in the past", now=now.isoformat())
+    if starts_at > now + timedelta(days=settings.booking_max_days_ahead):
+        raise InvalidWindow(
+            f"Reservations open {settings.booking_max_days_ahead} days ahead",
+            max_days_ahead=settings.booking_max_days_ahead,
+        )
+
+
+def _require(reservation: Reservation, allowed: ReservationStatus, action: str) -> None:
+    if reservation.status != allowed:
+        raise InvalidTransition(reservation.status, action)
+
+
+async def _bookable_spot(session: AsyncSession, user: User, spot_id: int) -> tuple[Spot, Lot]:
+    spot = await lot_service.get_visible_spot(session, user, spot_id)
+    lot = await lot_service.get_visible_lot(session, user, spot.lot_id)
+    if not lot.is_active:
+        raise LotClosed()
+    if spot.is_out_of_service:
+        raise SpotOutOfService(spot.label)
+    return spot, lot
+
+
+async def _check_vehicle_free(
+    session: AsyncSession,
+    vehicle: Vehicle,
+    starts_at: datetime,
+    ends_at: datetime,
+    exclude_id: int | None = None,
+) -> None:
+    assert vehicle.id is not None
+    if await repository.vehicle_busy(session, vehicle.id, starts_at, ends_at, exclude_id):
+        raise VehicleBusy(vehicle.plate)
+
+
+async def _save(session: AsyncSession, reservation: Reservation, spot: Spot) -> None:
+    """Raises SpotUnavailable or VehicleBusy when a concurrent booking won the race."""
+    try:
+        await repository.save(session, reservation)
+    except repository.Overlap as exc:
+        if exc.constraint == repository.VEHICLE_EXCLUSION:
+            raise VehicleBusy(reservation.plate) from None
+        raise SpotUnavailable(spot.label) from None
+
+
+def _unusable_gaps(
+    candidate: repository.Candidate, starts: datetime, ends: datetime, shortest: timedelta
+) -> int:
+    gaps = []
+    if candidate.previous_end is not None:
+        gaps.append(starts - candidate.previous_end)
+    if candidate.next_start is not None:
+        gaps.append(candidate.next_start - ends)
+    return sum(1 for gap in gaps if timedelta(0) < gap < shortest)
+
+
+def _rank(
+    candidates: list[repository.Candidate],
+    kinds: tuple[str, ...],
+    starts_at: datetime,
+    ends_at: datetime,
+    shortest: timedelta,
+) -> list[Spot]:
+    """Preferred kind first, then the fewest gaps too short to book, then the tightest fit
+    (keeping long free stretches whole), then the label."""
+    far = timedelta(days=3650)
+
+    def key(c: repository.Candidate) -> tuple[int, int, timedelta, str]:
+        before = starts_at - c.previous_end if c.previous_end else far
+        after = c.next_start - ends_at if c.next_start else far
+        return (
+            kinds.index(c.spot.kind),
+            _unusable_gaps(c, starts_at, ends_at, shortest),
+            before + after,
+            c.spot.label,
+        )
+
+    return [c.spot for c in sorted(candidates, key=key)]
+
+
+# --- booking ---------------------------------------------------------------------------
+
+
+async def book(
+    session: AsyncSession, state: AppState, user: User, data: ReservationCreate
+) -> ReservationRead:
+    settings, now = state.settings, state.clock()
+    assert user.id is not None
+    check_window(settings, data.starts_at, data.ends_at, now, new_start=True)
+    vehicle = await vehicle_service.get_owned(session, user, data.vehicle_id)
+    if data.spot_id is not None:
+        spot, lot = await _bookable_spot(session, user, data.spot_id)
+        spots = [spot]
+    else:
+        assert data.lot_id is not None
+        lot = await lot_service.get_visible_lot(session, user, data.lot_id)
+        if not lot.is_active:
+            raise LotClosed()
+        spots = []
+    limit = settings.booking_max_active_per_user
+    if await repository.count_upcoming(session, user.id, now) >= limit:
+        raise ReservationLimit(limit)
+    await _check_vehicle_free(session, vehicle, data.starts_at, data.ends_at)
+    if data.spot_id is not None:
+        assert spots[0].id is not None
+        if await repository.spot_taken(session, spots[0].id, data.starts_at, data.ends_at):
+            raise SpotUnavailable(spots[0].label)
+    else:
+        assert lot.id is not None
+        kinds = (data.kind,) if data.kind is not None else DEFAULT_KINDS
+        candidates = await repository.free_spots(
+            session, lot.id, data.starts_at, data.ends_at, kinds
+        )
+        shortest = timedelta(minutes=settings.booking_min_minutes)
+        spots = _rank(candidates, kinds, data.starts_at, data.ends_at, shortest)
+        if not spots:
+            raise LotFull()
+    quote = pricing.price(lot, state.billing, data.starts_at, data.ends_at)
+    for spot in spots:
+        assert spot.id is not None
+        assert lot.id is not None
+        reservation = Reservation(
+            user_id=user.id,
+            vehicle_id=vehicle.id,
+            plate=vehicle.plate,
+            spot_id=spot.id,
+            spot_label=spot.label,
+            lot_id=lot.id,
+            starts_at=data.starts_at,
+            ends_at=data.ends_at,
+            price_quote=quote.amount,
+            currency=quote.currency,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            await _save(session, reservation, spot)
+            break
+        except SpotUnavailable:
+            # A concurrent booking took this spot after the candidates were read.
+            if data.spot_id is not None:
+                raise
+    else:
+        raise LotFull()
+    notify(
+        session,
+        user.id,
+        "reservation_confirmed",
+        f"Spot {reservation.spot_label} at {lot.name} is booked from "
+        f"{reservation.starts_at:%Y-%m-%d %H:%M} to {reservation.ends_at:%Y-%m-%d %H:%M} UTC",
+        reservation_id=reservation.id,
+        lot_id=lot.id,
+    )
+    return to_read(reservation)
+
+
+async def start_ticket(
+    session: AsyncSession, state: AppState, user: User, data: TicketCreate
+) -> ReservationRead:
+    """A walk-in stay on a spot free now, checked in at once; it must end before the spot's
+    next reservation (``ends_at``), and at most ``ticket_max_hours`` from now."""
+    settings, now = state.settings, state.clock()
+    assert user.id is not None
+    vehicle = await vehicle_service.get_owned(session, user, data.vehicle_id)
+    spot, lot = await _bookable_spot(session, user, data.spot_id)
+    assert spot.id is not None
+    assert lot.id is not None
+    shortest = timedelta(minutes=settings.booking_min_minutes)
+    if await repository.spot_taken(session, spot.id, now, now + timedelta(seconds=1)):
+        raise SpotUnavailable(spot.label)
+    ends_at = now + timedelta(hours=settings.ticket_max_hours)
+    next_start = await repository.next_start_after(session, spot.id, now)
+    if next_start is not None:
+        ends_at = min(ends_at, next_start)
+    if ends_at - now < shortest:
+        raise SpotUnavailable(spot.label)
+    await _check_vehicle_free(session, vehicle, now, ends_at)
+    reservation = Reservation(
+        user_id=user.id,
+        vehicle_id=vehicle.id,
+        plate=vehicle.plate,
+        spot_id=spot.id,
+        spot_label=spot.label,
+        lot_id=lot.id,
+        kind=ReservationKind.ticket,
+        status=ReservationStatus.checked_in,
+        starts_at=now,
+        ends_at=ends_at,
+        checked_in_at=now,
+        price_quote=pricing.price(lot, state.billing, now, ends_at).amount,
+        currency=lot.currency,
+        created_at=now,
+        updated_at=now,
+    )
+    await _save(session, reservation, spot)
+    return to_read(reservation)
+
+
+# --- reading ---------------------------------------------------------------------------
+
+
+async def _load(
+    session: AsyncSession, user: User, reservation_id: int, *, for_update: bool = False
+) -> tuple[Reservation, Lot, bool]:
+    """The reservation, its lot, and whether the caller owns it (else they manage the lot).
+    Anyone else: ReservationNotFound."""
+    reservation = await (
+        repository.get_for_update(session, reservation_id)
+        if for_update
+        else repository.get(session, reservation_id)
+    )
+    if reservation is None:
+        raise ReservationNotFound()
+    lot = await session.get(Lot, reservation.lot_id)
+    assert lot is not None
+    if reservation.user_id == user.id:
+        return reservation, lot, True
+    if await access_to_operator(session, user, lot.operator_id) is Access.manager:
+        return reservation, lot, False
+    raise ReservationNotFound()
+
+
+async def get(session: AsyncSession, user: User, reservation_id: int) -> ReservationRead:
+    reservation, _, _ = await _load(session, user, reservation_id)
+    return to_read(reservation)
+
+
+async def search(
+    session: AsyncSession, user: User, filters: ReservationFilters, limit: int, offset: int
+) -> ReservationPage:
+    managed = filters.scope is Scope.managed
+    if managed and user.role not in (Role.manager, Role.admin):
+        raise Forbidden("scope=managed is for managers and admins", code="managers_only")
+    rows, total = await repository.search(
+        session, user, filters, managed, user.role == Role.admin, limit, offset
+    )
+    return ReservationPage(
+        items=[to_read(r) for r in rows], total=total, limit=limit, offset=offset
+    )
+
+
+# --- changes ---------------------------------------------------------------------------
+
+
+def _touch(reservation: Reservation, now: datetime) -> None:
+    reservation.updated_at = now
+
+
+async def update(
+    session: AsyncSession, state: AppState, user: User, reservation_id: int, data: ReservationUpdate
+) -> ReservationRead:
+    """Reschedule or change vehicle/spot under the booking rules; only the owner, only while
+    confirmed."""
+    settings, now = state.settings, state.clock()
+    reservation, lot, owner = await _load(session, user, reservation_id, for_update=True)
+    if not owner:
+        raise NotReservationOwner()
+    _require(reservation, ReservationStatus.confirmed, "changed")
+    starts_at = data.starts_at or reservation.starts_at
+    ends_at = data.ends_at or reservation.ends_at
+    check_window(settings, starts_at, ends_at, now, new_start=starts_at != reservation.starts_at)
+    vehicle = await vehicle_service.get_owned(
+        session, user, data.vehicle_id or reservation.vehicle_id or 0
+    )
+    spot_id = data.spot_id or reservation.spot_id or 0
+    spot, lot = await _bookable_spot(session, user, spot_id)
+    assert spot.id is not None
+    assert lot.id is not None
+    await _check_vehicle_free(session, vehicle, starts_at, ends_at, reservation.id)
+    if await repository.spot_taken(session, spot.id, starts_at, ends_at, reservation.id):
+        raise SpotUnavailable(spot.label)
+    reservation.starts_at, reservation.ends_at = starts_at, ends_at
+    reservation.vehicle_id, reservation.plate = vehicle.id, vehicle.plate
+    reservation.spot_id, reservation.spot_label, reservation.lot_id = spot.id, spot.label, lot.id
+    reservation.price_quote = pricing.price(lot, state.billing, starts_at, ends_at).amount
+    reservation.currency = lot.currency
+    _touch(reservation, now)
+    await _save(session, reservation, spot)
+    notify(
+        session,
+        reservation.user_id,
+        "reservation_rescheduled",
+        f"Your reservation at {lot.name} is now spot {spot.label} from "
+        f"{starts_at:%Y-%m-%d %H:%M} to {ends_at:%Y-%m-%d %H:%M} UTC",
+        reservation_id=reservation.id,
+    )
+    return to_read(reservation)
+
+
+async def cancel(
+    session: AsyncSession, state: AppState, user: User, reservation_id: int
+) -> ReservationRead:
+    now = state.clock()
+    reservation, lot, owner = await _load(session, user, reservation_id, for_update=True)
+    _require(reservation, ReservationStatus.confirmed, "cancelled")
+    reservation.status = ReservationStatus.cancelled
+    reservation.cancelled_at = now
+    _touch(reservation, now)
+    session.add(reservation)
+    await session.flush()
+    by = "" if owner else " by the lot's operator"
+    notify(
+        session,
+        reservation.user_id,
+        "reservation_cancelled",
+        f"Your reservation of spot {reservation.spot_label} at {lot.name} was cancelled{by}",
+        reservation_id=reservation.id,
+    )
+    return to_read(reservation)
+
+
+async def check_in(
+    session: AsyncSession, state: AppState, user: User, reservation_id: int
+) -> ReservationRead:
+    settings, now = state.settings, state.clock()
+    reservation, _, _ = await _load(session, user, reservation_id, for_update=True)
+    _require(reservation, ReservationStatus.confirmed, "checked in")
+    opens_at = reservation.starts_at - timedelta(minutes=settings.checkin_early_minutes)
+    closes_at = reservation.starts_at + timedelta(minutes=settings.no_show_grace_minutes)
+    if not opens_at <= now <= closes_at:
+        raise OutsideCheckInWindow(opens_at, closes_at)
+    reservation.status = ReservationStatus.checked_in
+    reservation.checked_in_at = now
+    _touch(reservation, now)
+    session.add(reservation)
+    await session.flush()
+    return to_read(reservation)
+
+
+def final_price(state: AppState, lot: Lot, reservation: Reservation, left_at: datetime) -> Quote:
+    """A booking pays its whole window plus any overstay; a walk-in pays the time it stayed
+    (plus any time past the spot's next reservation)."""
+    ends_at = reservation.ends_at
+    if reservation.kind == ReservationKind.ticket:
+        ends_at = max(min(left_at, ends_at), reservation.starts_at + timedelta(seconds=1))
+    return pricing.price(lot, state.billing, reservation.starts_at, ends_at, left_at=left_at)
+
+
+async def check_out(
+    session: AsyncSession, state: AppState, user: User, reservation_id: int
+) -> ReservationRead:
+    now = state.clock()
+    reservation, lot, _ = await _load(session, user, reservation_id, for_update=True)
+    _require(reservation, ReservationStatus.checked_in, "checked out")
+    reservation.status = ReservationStatus.completed
+    reservation.checked_out_at = now
+    reservation.final_price = final_price(state, lot, reservation, now).amount
+    _touch(reservation, now)
+    session.add(reservation)
+    await session.flush()
+    notify(
+        session,
+        reservation.user_id,
+        "checked_out",
+        f"You left {lot.name}; the price is {reservation.final_price} {reservation.currency}",
+        reservation_id=reservation.id,
+        final_price=str(reservation.final_price),
+        currency=reservation.currency,
+    )
+    return to_read(reservation)
+
+
+async def expire_no_shows(session: AsyncSession, state: AppState) -> list[Reservation]:
+    """Confirmed reservations not checked in by the end of the grace period become no-shows
+    (which frees their spots); each driver is told."""
+    now = state.clock()
+    grace = timedelta(minutes=state.settings.no_show_grace_minutes)
+    expired = await repository.expire_no_shows(session, now - grace)
+    for reservation in expired:
+        notify(
+            session,
+            reservation.user_id,
+            "no_show",
+            f"You did not check in to spot {reservation.spot_label} within "
+            f"{state.settings.no_show_grace_minutes} minutes of the start; the spot was released",
+            reservation_id=reservation.id,
+        )
+    return expired

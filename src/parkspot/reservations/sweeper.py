@@ -1,0 +1,31 @@
+"""The background loop that applies what time alone changes: no-shows and old idempotency
+keys. It runs in every process; row locks (SKIP LOCKED) keep two from expiring one row."""
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from parkspot.idempotency import repository as idempotency_repository
+from parkspot.reservations import service
+from parkspot.state import AppState
+
+logger = logging.getLogger(__name__)
+
+
+async def sweep(state: AppState) -> int:
+    """One pass; returns how many reservations became no-shows."""
+    async with state.database.transaction() as session:
+        expired = await service.expire_no_shows(session, state)
+        ttl = timedelta(hours=state.settings.idempotency_ttl_hours)
+        await idempotency_repository.delete_older_than(session, state.clock() - ttl)
+    return len(expired)
+
+
+async def run_forever(state: AppState) -> None:
+    while True:
+        await asyncio.sleep(state.settings.sweep_interval_seconds)
+        try:
+            await sweep(state)
+        except Exception:
+            # A database outage must not end the loop; the next pass retries.
+            logger.exception("sweep failed")
