@@ -6,12 +6,13 @@ decision; on SQLite the booking transaction holds the database write lock (BEGIN
 so the checks here are decisive.
 """
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import and_, exists, func, or_, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, select
@@ -80,6 +81,14 @@ async def vehicle_busy(
         )
     )
     return bool((await session.execute(stmt)).scalar())
+
+
+async def lock_holder(session: AsyncSession, user_id: int) -> None:
+    """Locks the user's row until the transaction ends, so that one user's bookings count
+    their upcoming reservations one at a time (PostgreSQL; on SQLite the write lock already
+    does). NO KEY UPDATE: inserts referencing the user are not held up."""
+    stmt = select(User.id).where(col(User.id) == user_id).with_for_update(key_share=True)
+    await session.execute(stmt)
 
 
 async def count_upcoming(session: AsyncSession, user_id: int, now: datetime) -> int:
@@ -161,18 +170,44 @@ class Overlap(Exception):
         self.constraint = constraint
 
 
-async def save(session: AsyncSession, reservation: Reservation) -> None:
-    """Inserts or updates in a savepoint; raises Overlap when an exclusion constraint
-    (PostgreSQL) refuses it, leaving the transaction usable for another try."""
-    try:
-        async with session.begin_nested():
-            session.add(reservation)
-    except IntegrityError as exc:
-        message = str(exc.orig)
-        for constraint in (SPOT_EXCLUSION, VEHICLE_EXCLUSION):
-            if constraint in message:
-                raise Overlap(constraint) from None
-        raise
+# SQLSTATE of the error PostgreSQL raises in the transaction it aborts to break a deadlock.
+DEADLOCK_DETECTED = "40P01"
+# A write that keeps being picked as a deadlock victim gives up after this many tries.
+SAVE_ATTEMPTS = 3
+
+
+def _is_deadlock(exc: DBAPIError) -> bool:
+    return getattr(exc.orig, "sqlstate", None) == DEADLOCK_DETECTED
+
+
+async def save(
+    session: AsyncSession, reservation: Reservation, changes: Mapping[str, Any] | None = None
+) -> None:
+    """Inserts the reservation, or applies ``changes`` to it, in a savepoint; raises Overlap
+    when an exclusion constraint (PostgreSQL) refuses it, leaving the transaction usable for
+    another try. Changes must be made here, not before: opening the savepoint flushes what is
+    pending, and a refusal there would end the whole transaction.
+
+    Two transactions writing conflicting rows at the same instant each find the other's row
+    and wait for it; PostgreSQL aborts one of them as a deadlock. That one writes again: it
+    then waits for the other to end and meets the constraint by name (or goes through when
+    the other rolled back)."""
+    for attempt in range(1, SAVE_ATTEMPTS + 1):
+        try:
+            async with session.begin_nested():
+                for name, value in (changes or {}).items():
+                    setattr(reservation, name, value)
+                session.add(reservation)
+            return
+        except IntegrityError as exc:
+            message = str(exc.orig)
+            for constraint in (SPOT_EXCLUSION, VEHICLE_EXCLUSION):
+                if constraint in message:
+                    raise Overlap(constraint) from None
+            raise
+        except DBAPIError as exc:
+            if not _is_deadlock(exc) or attempt == SAVE_ATTEMPTS:
+                raise
 
 
 async def get(session: AsyncSession, reservation_id: int) -> Reservation | None:

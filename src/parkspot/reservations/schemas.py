@@ -11,6 +11,8 @@ from parkspot.models import ReservationKind, ReservationStatus, SpotKind
 from parkspot.validation import MAX_ID, SINGLE_LINE
 
 Id = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
+# Query parameters arrive as text, so a strict int would refuse every one of them.
+QueryId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class ReservationCreate(StrictModel):
@@ -33,7 +35,7 @@ class ReservationCreate(StrictModel):
 
 
 class ReservationUpdate(PatchModel):
-    """Reschedule, or move to another vehicle or another spot of the same lot."""
+    """Reschedule, or move to another vehicle or another spot (one the caller may book)."""
 
     spot_id: Id | None = None
     vehicle_id: Id | None = None
@@ -89,7 +91,7 @@ class ReservationFilters(BaseModel):
 
     scope: Scope = Field(default=Scope.own, description="managed: your lots' reservations")
     status: list[ReservationStatus] | None = None
-    lot_id: Id | None = None
+    lot_id: QueryId | None = None
     from_: Instant | None = Field(default=None, alias="from")
     to: Instant | None = None
     q: Annotated[

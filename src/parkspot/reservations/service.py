@@ -10,6 +10,7 @@ no_show (by time). Any other move is 409 ``invalid_status`` naming the current s
 """
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -91,6 +92,9 @@ def check_window(
         )
     if new_start and starts_at < now - timedelta(minutes=settings.booking_start_tolerance_minutes):
         raise InvalidWindow("starts_at is in the past", now=now.isoformat())
+    # Only a reschedule of a started reservation can get here with its end already passed.
+    if ends_at <= now:
+        raise InvalidWindow("ends_at is in the past", now=now.isoformat())
     if starts_at > now + timedelta(days=settings.booking_max_days_ahead):
         raise InvalidWindow(
             f"Reservations open {settings.booking_max_days_ahead} days ahead",
@@ -125,14 +129,23 @@ async def _check_vehicle_free(
         raise VehicleBusy(vehicle.plate)
 
 
-async def _save(session: AsyncSession, reservation: Reservation, spot: Spot) -> None:
-    """Raises SpotUnavailable or VehicleBusy when a concurrent booking won the race."""
+async def _save(
+    session: AsyncSession,
+    reservation: Reservation,
+    spot: Spot,
+    changes: dict[str, Any] | None = None,
+) -> None:
+    """Inserts the reservation or applies ``changes`` to it. Raises SpotUnavailable or
+    VehicleBusy when a concurrent booking won the race."""
+    # Read before the write: a refused update leaves the reservation expired.
+    plate = str(changes["plate"]) if changes else reservation.plate
+    label = spot.label
     try:
-        await repository.save(session, reservation)
+        await repository.save(session, reservation, changes)
     except repository.Overlap as exc:
         if exc.constraint == repository.VEHICLE_EXCLUSION:
-            raise VehicleBusy(reservation.plate) from None
-        raise SpotUnavailable(spot.label) from None
+            raise VehicleBusy(plate) from None
+        raise SpotUnavailable(label) from None
 
 
 def _unusable_gaps(
@@ -190,6 +203,8 @@ async def book(
             raise LotClosed()
         spots = []
     limit = settings.booking_max_active_per_user
+    # Concurrent bookings of one user would each count the others' as not there yet.
+    await repository.lock_holder(session, user.id)
     if await repository.count_upcoming(session, user.id, now) >= limit:
         raise ReservationLimit(limit)
     await _check_vehicle_free(session, vehicle, data.starts_at, data.ends_at)
@@ -259,6 +274,9 @@ async def start_ticket(
     assert lot.id is not None
     shortest = timedelta(minutes=settings.booking_min_minutes)
     if await repository.spot_taken(session, spot.id, now, now + timedelta(seconds=1)):
+        raise SpotUnavailable(spot.label)
+    # A stay checked in and not yet out holds the spot even past its booked end.
+    if await repository.current_status_by_spot(session, [spot.id], now):
         raise SpotUnavailable(spot.label)
     ends_at = now + timedelta(hours=settings.ticket_max_hours)
     next_start = await repository.next_start_after(session, spot.id, now)
@@ -361,13 +379,19 @@ async def update(
     await _check_vehicle_free(session, vehicle, starts_at, ends_at, reservation.id)
     if await repository.spot_taken(session, spot.id, starts_at, ends_at, reservation.id):
         raise SpotUnavailable(spot.label)
-    reservation.starts_at, reservation.ends_at = starts_at, ends_at
-    reservation.vehicle_id, reservation.plate = vehicle.id, vehicle.plate
-    reservation.spot_id, reservation.spot_label, reservation.lot_id = spot.id, spot.label, lot.id
-    reservation.price_quote = pricing.price(lot, state.billing, starts_at, ends_at).amount
-    reservation.currency = lot.currency
-    _touch(reservation, now)
-    await _save(session, reservation, spot)
+    changes: dict[str, Any] = {
+        "starts_at": starts_at,
+        "ends_at": ends_at,
+        "vehicle_id": vehicle.id,
+        "plate": vehicle.plate,
+        "spot_id": spot.id,
+        "spot_label": spot.label,
+        "lot_id": lot.id,
+        "price_quote": pricing.price(lot, state.billing, starts_at, ends_at).amount,
+        "currency": lot.currency,
+        "updated_at": now,
+    }
+    await _save(session, reservation, spot, changes)
     notify(
         session,
         reservation.user_id,

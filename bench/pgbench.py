@@ -1,0 +1,109 @@
+"""Running pgbench as a ceiling: a custom script, fixed clients and duration, prepared
+statements (as asyncpg uses), per-transaction latencies from its log."""
+
+import asyncio
+import re
+import resource
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.harness import PgDatabase, latency_summary, require_tool
+
+
+@dataclass
+class PgbenchResult:
+    command: list[str]
+    tps: float
+    transactions: int
+    failed: int
+    aborted: list[str]
+    duration: float
+    cpu_seconds: float  # pgbench's own (the load generator's) CPU time
+    latencies: list[float] = field(default_factory=list)  # seconds, one per transaction
+    # Highest transaction number each client reached (pgbench counts from 0 per client).
+    last_transaction: dict[int, int] = field(default_factory=dict)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "tps": round(self.tps, 1),
+            "transactions": self.transactions,
+            "failed_transactions": self.failed,
+            "aborted": self.aborted[:5],
+            "latency": latency_summary(self.latencies),
+        }
+
+
+def _number(pattern: str, text: str) -> float | None:
+    match = re.search(pattern, text, re.MULTILINE)
+    return float(match.group(1)) if match else None
+
+
+async def run_pgbench(
+    database: PgDatabase,
+    script: Path,
+    *,
+    clients: int,
+    threads: int,
+    duration: int,
+    variables: Mapping[str, object],
+    protocol: str = "prepared",
+) -> PgbenchResult:
+    """pgbench -n -M <protocol> -c <clients> -j <threads> -T <duration> -f <script> with
+    ``-D name=value`` for each variable; raises when pgbench itself fails to run."""
+    pgbench = require_tool("pgbench")
+    with tempfile.TemporaryDirectory(prefix="pgbench-") as log_dir:
+        command = [
+            pgbench,
+            "-n",
+            "-M",
+            protocol,
+            "-c",
+            str(clients),
+            "-j",
+            str(threads),
+            "-T",
+            str(duration),
+            "-f",
+            str(script),
+            "-l",
+            f"--log-prefix={log_dir}/tx",
+            *database.libpq_args(),
+        ]
+        for name, value in variables.items():
+            command += ["-D", f"{name}={value}"]
+        command.append(database.name)
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        proc = await asyncio.create_subprocess_exec(
+            *command,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=database.libpq_env(),
+        )
+        out_bytes, err_bytes = await proc.communicate()
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime - children.ru_utime) + (after.ru_stime - children.ru_stime)
+        out, err = out_bytes.decode(errors="replace"), err_bytes.decode(errors="replace")
+        tps = _number(r"^tps = ([\d.]+) \(without initial connection time\)", out)
+        transactions = _number(r"^number of transactions actually processed: (\d+)", out)
+        if tps is None or transactions is None:
+            raise RuntimeError(f"pgbench failed ({proc.returncode}):\n{out}\n{err}")
+        failed = _number(r"^number of failed transactions: (\d+)", out) or 0
+        aborted = [line for line in err.splitlines() if "aborted" in line or "ERROR" in line]
+        result = PgbenchResult(command, tps, int(transactions), int(failed), aborted, duration, cpu)
+        _read_logs(Path(log_dir), result)
+    return result
+
+
+def _read_logs(log_dir: Path, result: PgbenchResult) -> None:
+    """Log lines: client_id transaction_no time_us script_no epoch epoch_us."""
+    for path in log_dir.iterdir():
+        for line in path.read_text().splitlines():
+            parts = line.split()
+            if len(parts) < 3 or not parts[2].isdigit():
+                continue  # "failed"/"skipped" entries carry no latency
+            client, number, micros = int(parts[0]), int(parts[1]), int(parts[2])
+            result.latencies.append(micros / 1e6)
+            result.last_transaction[client] = max(result.last_transaction.get(client, 0), number)
