@@ -26,7 +26,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
         url,
         pool_size=settings.database_pool_size,
         max_overflow=settings.database_max_overflow,
-        pool_pre_ping=True,
+        # No pre-ping (a round trip per request): a connection found dead fails its request
+        # with 503 and SQLAlchemy then replaces the pool's connections.
         pool_timeout=10,
         connect_args={"timeout": 5, "command_timeout": 30},
     )

@@ -80,11 +80,18 @@ async def get_managed_lot(session: AsyncSession, user: User, lot_id: int) -> Lot
     return lot
 
 
-async def get_visible_spot(session: AsyncSession, user: User | None, spot_id: int) -> Spot:
+async def get_visible_spot_and_lot(
+    session: AsyncSession, user: User | None, spot_id: int
+) -> tuple[Spot, Lot]:
+    """The spot and its lot, in one query; SpotNotFound when the caller may not see it."""
     found = await repository.get_spot(session, spot_id)
     if found is None or not await _can_see(session, user, found[1]):
         raise SpotNotFound()
-    return found[0]
+    return found
+
+
+async def get_visible_spot(session: AsyncSession, user: User | None, spot_id: int) -> Spot:
+    return (await get_visible_spot_and_lot(session, user, spot_id))[0]
 
 
 async def get_managed_spot(session: AsyncSession, user: User, spot_id: int) -> Spot:

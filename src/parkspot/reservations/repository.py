@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, exists, func, or_, update
+from sqlalchemy import and_, exists, false, func, literal, or_, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped
 from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, select
 
@@ -45,42 +46,51 @@ def overlapping(starts_at: datetime, ends_at: datetime) -> ColumnElement[bool]:
     )
 
 
-def _others(exclude_id: int | None) -> ColumnElement[bool]:
-    return col(Reservation.id) != exclude_id
+@dataclass(frozen=True)
+class Clashes:
+    """What stands in the way of a booking, read in one round trip."""
+
+    upcoming: int  # the user's active reservations that have not ended
+    vehicle_busy: bool  # an active reservation of the vehicle overlaps the window
+    spot_taken: bool  # an active reservation of the spot overlaps the window
 
 
-async def spot_taken(
+async def clashes(
     session: AsyncSession,
-    spot_id: int,
     starts_at: datetime,
     ends_at: datetime,
+    *,
+    now: datetime,
+    user_id: int | None = None,
+    vehicle_id: int | None = None,
+    spot_id: int | None = None,
     exclude_id: int | None = None,
-) -> bool:
-    stmt = select(
-        exists().where(
-            col(Reservation.spot_id) == spot_id,
-            overlapping(starts_at, ends_at),
-            _others(exclude_id),
-        )
-    )
-    return bool((await session.execute(stmt)).scalar())
+) -> Clashes:
+    """Checks left out (their id None) read as 0 / False; ``exclude_id`` is the
+    reservation being changed."""
 
-
-async def vehicle_busy(
-    session: AsyncSession,
-    vehicle_id: int,
-    starts_at: datetime,
-    ends_at: datetime,
-    exclude_id: int | None = None,
-) -> bool:
-    stmt = select(
-        exists().where(
-            col(Reservation.vehicle_id) == vehicle_id,
-            overlapping(starts_at, ends_at),
-            _others(exclude_id),
+    def overlap(column: Mapped[int | None], value: int | None) -> ColumnElement[bool]:
+        if value is None:
+            return false()
+        return exists().where(
+            column == value, overlapping(starts_at, ends_at), col(Reservation.id) != exclude_id
         )
+
+    upcoming: ColumnElement[int] = (
+        literal(0)
+        if user_id is None
+        else select(func.count())
+        .select_from(Reservation)
+        .where(col(Reservation.user_id) == user_id, active(), col(Reservation.ends_at) > now)
+        .scalar_subquery()
     )
-    return bool((await session.execute(stmt)).scalar())
+    stmt = select(
+        upcoming,
+        overlap(col(Reservation.vehicle_id), vehicle_id),
+        overlap(col(Reservation.spot_id), spot_id),
+    )
+    count, vehicle_busy, spot_taken = (await session.execute(stmt)).one()
+    return Clashes(int(count), bool(vehicle_busy), bool(spot_taken))
 
 
 async def lock_holder(session: AsyncSession, user_id: int) -> None:
@@ -89,16 +99,6 @@ async def lock_holder(session: AsyncSession, user_id: int) -> None:
     does). NO KEY UPDATE: inserts referencing the user are not held up."""
     stmt = select(User.id).where(col(User.id) == user_id).with_for_update(key_share=True)
     await session.execute(stmt)
-
-
-async def count_upcoming(session: AsyncSession, user_id: int, now: datetime) -> int:
-    """The user's active reservations that have not ended yet."""
-    stmt = (
-        select(func.count())
-        .select_from(Reservation)
-        .where(col(Reservation.user_id) == user_id, active(), col(Reservation.ends_at) > now)
-    )
-    return int((await session.execute(stmt)).scalar_one())
 
 
 async def next_start_after(session: AsyncSession, spot_id: int, at: datetime) -> datetime | None:

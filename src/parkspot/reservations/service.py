@@ -28,7 +28,6 @@ from parkspot.models import (
     Spot,
     SpotKind,
     User,
-    Vehicle,
 )
 from parkspot.notifications.service import notify
 from parkspot.operators.access import Access, access_to_operator
@@ -108,25 +107,12 @@ def _require(reservation: Reservation, allowed: ReservationStatus, action: str) 
 
 
 async def _bookable_spot(session: AsyncSession, user: User, spot_id: int) -> tuple[Spot, Lot]:
-    spot = await lot_service.get_visible_spot(session, user, spot_id)
-    lot = await lot_service.get_visible_lot(session, user, spot.lot_id)
+    spot, lot = await lot_service.get_visible_spot_and_lot(session, user, spot_id)
     if not lot.is_active:
         raise LotClosed()
     if spot.is_out_of_service:
         raise SpotOutOfService(spot.label)
     return spot, lot
-
-
-async def _check_vehicle_free(
-    session: AsyncSession,
-    vehicle: Vehicle,
-    starts_at: datetime,
-    ends_at: datetime,
-    exclude_id: int | None = None,
-) -> None:
-    assert vehicle.id is not None
-    if await repository.vehicle_busy(session, vehicle.id, starts_at, ends_at, exclude_id):
-        raise VehicleBusy(vehicle.plate)
 
 
 async def _save(
@@ -205,14 +191,22 @@ async def book(
     limit = settings.booking_max_active_per_user
     # Concurrent bookings of one user would each count the others' as not there yet.
     await repository.lock_holder(session, user.id)
-    if await repository.count_upcoming(session, user.id, now) >= limit:
+    clashes = await repository.clashes(
+        session,
+        data.starts_at,
+        data.ends_at,
+        now=now,
+        user_id=user.id,
+        vehicle_id=vehicle.id,
+        spot_id=data.spot_id,
+    )
+    if clashes.upcoming >= limit:
         raise ReservationLimit(limit)
-    await _check_vehicle_free(session, vehicle, data.starts_at, data.ends_at)
-    if data.spot_id is not None:
-        assert spots[0].id is not None
-        if await repository.spot_taken(session, spots[0].id, data.starts_at, data.ends_at):
-            raise SpotUnavailable(spots[0].label)
-    else:
+    if clashes.vehicle_busy:
+        raise VehicleBusy(vehicle.plate)
+    if clashes.spot_taken:
+        raise SpotUnavailable(spots[0].label)
+    if data.spot_id is None:
         assert lot.id is not None
         kinds = (data.kind,) if data.kind is not None else DEFAULT_KINDS
         candidates = await repository.free_spots(
@@ -273,9 +267,7 @@ async def start_ticket(
     assert spot.id is not None
     assert lot.id is not None
     shortest = timedelta(minutes=settings.booking_min_minutes)
-    if await repository.spot_taken(session, spot.id, now, now + timedelta(seconds=1)):
-        raise SpotUnavailable(spot.label)
-    # A stay checked in and not yet out holds the spot even past its booked end.
+    # Reserved now, or held by a stay checked in and not yet out (even past its booked end).
     if await repository.current_status_by_spot(session, [spot.id], now):
         raise SpotUnavailable(spot.label)
     ends_at = now + timedelta(hours=settings.ticket_max_hours)
@@ -284,7 +276,10 @@ async def start_ticket(
         ends_at = min(ends_at, next_start)
     if ends_at - now < shortest:
         raise SpotUnavailable(spot.label)
-    await _check_vehicle_free(session, vehicle, now, ends_at)
+    if (
+        await repository.clashes(session, now, ends_at, now=now, vehicle_id=vehicle.id)
+    ).vehicle_busy:
+        raise VehicleBusy(vehicle.plate)
     reservation = Reservation(
         user_id=user.id,
         vehicle_id=vehicle.id,
@@ -376,8 +371,18 @@ async def update(
     spot, lot = await _bookable_spot(session, user, spot_id)
     assert spot.id is not None
     assert lot.id is not None
-    await _check_vehicle_free(session, vehicle, starts_at, ends_at, reservation.id)
-    if await repository.spot_taken(session, spot.id, starts_at, ends_at, reservation.id):
+    clashes = await repository.clashes(
+        session,
+        starts_at,
+        ends_at,
+        now=now,
+        vehicle_id=vehicle.id,
+        spot_id=spot.id,
+        exclude_id=reservation.id,
+    )
+    if clashes.vehicle_busy:
+        raise VehicleBusy(vehicle.plate)
+    if clashes.spot_taken:
         raise SpotUnavailable(spot.label)
     changes: dict[str, Any] = {
         "starts_at": starts_at,
