@@ -3,7 +3,6 @@
 from datetime import datetime
 
 from sqlalchemy import func, or_, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -51,18 +50,6 @@ async def email_taken_by_other(session: AsyncSession, email: str, user_id: int) 
         .where(col(User.email) == email, col(User.id) != user_id)
     )
     return bool((await session.execute(stmt)).scalar_one())
-
-
-async def save_user(session: AsyncSession, user: User) -> str | None:
-    """Writes the user; when a concurrent request took the username or e-mail first (the
-    unique constraint fires) returns which, "username" or "email", and the write is lost."""
-    session.add(user)
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        # The constraint is named in the message on both dialects: uq_users_email / users.email.
-        return "email" if "email" in str(exc.orig) else "username"
-    return None
 
 
 async def add_session(session: AsyncSession, auth_session: AuthSession) -> None:

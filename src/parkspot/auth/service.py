@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from parkspot.auth import repository
 from parkspot.auth.schemas import TokenRead, UserCreate, UserRead, UserUpdate
 from parkspot.db.types import utcnow
+from parkspot.db.unique import add_unique
 from parkspot.errors import BadRequest, Conflict, Unauthorized
 from parkspot.models import AuthSession, MembershipRole, OperatorMember, User
 from parkspot.operators import repository as operator_repository
@@ -43,7 +44,7 @@ async def register(session: AsyncSession, state: AppState, data: UserCreate) -> 
         phone=data.phone,
     )
     # The check above can race with a concurrent registration; the constraint decides.
-    taken = await repository.save_user(session, user)
+    taken = await add_unique(session, user, ("email", "username"))
     if taken is not None:
         raise _taken(taken)
     if operator is not None:
@@ -106,7 +107,8 @@ async def update_profile(
     for name, value in fields.items():
         setattr(user, name, value)
     user.updated_at = utcnow()
-    taken = await repository.save_user(session, user)
+    # The check above can lose a race; the unique constraints decide.
+    taken = await add_unique(session, user, ("email", "username"))
     if taken is not None:
         raise _taken(taken)
     return await to_read(session, user)

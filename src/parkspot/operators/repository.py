@@ -4,7 +4,6 @@ import hashlib
 from collections.abc import Sequence
 
 from sqlalchemy import func
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -41,17 +40,6 @@ async def passkey_taken(session: AsyncSession, digest: str, exclude_id: int | No
         .where(col(Operator.passkey_digest) == digest, col(Operator.id) != exclude_id)
     )
     return bool((await session.execute(stmt)).scalar_one())
-
-
-async def save(session: AsyncSession, operator: Operator) -> str | None:
-    """Writes the operator; when a concurrent request took the name or passkey first (the
-    unique constraint fires) returns which, "name" or "passkey", and the write is lost."""
-    session.add(operator)
-    try:
-        await session.flush()
-    except IntegrityError as exc:
-        return "passkey" if "passkey" in str(exc.orig) else "name"
-    return None
 
 
 async def list_page(

@@ -2,6 +2,7 @@
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parkspot.db.unique import add_unique
 from parkspot.errors import Conflict, Forbidden, NotFound
 from parkspot.models import MembershipRole, Operator, OperatorMember, Role, User
 from parkspot.operators import repository
@@ -45,7 +46,7 @@ async def _check_unique(
 
 async def _save(session: AsyncSession, operator: Operator) -> None:
     # The checks above can race with a concurrent request; the constraints decide.
-    taken = await repository.save(session, operator)
+    taken = await add_unique(session, operator, ("passkey", "name"))
     if taken is not None:
         raise _taken(taken)
 

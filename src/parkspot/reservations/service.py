@@ -10,6 +10,7 @@ no_show (by time). Any other move is 409 ``invalid_status`` naming the current s
 """
 
 from datetime import datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -28,6 +29,7 @@ from parkspot.models import (
     Spot,
     SpotKind,
     User,
+    Vehicle,
 )
 from parkspot.notifications.service import notify
 from parkspot.operators.access import Access, access_to_operator
@@ -172,6 +174,36 @@ def _rank(
 # --- booking ---------------------------------------------------------------------------
 
 
+def _new_reservation(
+    user: User,
+    vehicle: Vehicle,
+    spot: Spot,
+    lot: Lot,
+    starts_at: datetime,
+    ends_at: datetime,
+    price: Decimal,
+    now: datetime,
+) -> Reservation:
+    """A confirmed booking, not yet saved, with the plate and label the history keeps."""
+    assert user.id is not None
+    assert spot.id is not None
+    assert lot.id is not None
+    return Reservation(
+        user_id=user.id,
+        vehicle_id=vehicle.id,
+        plate=vehicle.plate,
+        spot_id=spot.id,
+        spot_label=spot.label,
+        lot_id=lot.id,
+        starts_at=starts_at,
+        ends_at=ends_at,
+        price_quote=price,
+        currency=lot.currency,
+        created_at=now,
+        updated_at=now,
+    )
+
+
 async def book(
     session: AsyncSession, state: AppState, user: User, data: ReservationCreate
 ) -> ReservationRead:
@@ -218,21 +250,8 @@ async def book(
             raise LotFull()
     quote = pricing.price(lot, state.billing, data.starts_at, data.ends_at)
     for spot in spots:
-        assert spot.id is not None
-        assert lot.id is not None
-        reservation = Reservation(
-            user_id=user.id,
-            vehicle_id=vehicle.id,
-            plate=vehicle.plate,
-            spot_id=spot.id,
-            spot_label=spot.label,
-            lot_id=lot.id,
-            starts_at=data.starts_at,
-            ends_at=data.ends_at,
-            price_quote=quote.amount,
-            currency=quote.currency,
-            created_at=now,
-            updated_at=now,
+        reservation = _new_reservation(
+            user, vehicle, spot, lot, data.starts_at, data.ends_at, quote.amount, now
         )
         try:
             await _save(session, reservation, spot)
@@ -280,23 +299,11 @@ async def start_ticket(
         await repository.clashes(session, now, ends_at, now=now, vehicle_id=vehicle.id)
     ).vehicle_busy:
         raise VehicleBusy(vehicle.plate)
-    reservation = Reservation(
-        user_id=user.id,
-        vehicle_id=vehicle.id,
-        plate=vehicle.plate,
-        spot_id=spot.id,
-        spot_label=spot.label,
-        lot_id=lot.id,
-        kind=ReservationKind.ticket,
-        status=ReservationStatus.checked_in,
-        starts_at=now,
-        ends_at=ends_at,
-        checked_in_at=now,
-        price_quote=pricing.price(lot, state.billing, now, ends_at).amount,
-        currency=lot.currency,
-        created_at=now,
-        updated_at=now,
-    )
+    price = pricing.price(lot, state.billing, now, ends_at).amount
+    reservation = _new_reservation(user, vehicle, spot, lot, now, ends_at, price, now)
+    reservation.kind = ReservationKind.ticket
+    reservation.status = ReservationStatus.checked_in
+    reservation.checked_in_at = now
     await _save(session, reservation, spot)
     return to_read(reservation)
 

@@ -3,7 +3,6 @@
 from collections.abc import Sequence
 
 from sqlalchemy import func
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -29,17 +28,6 @@ async def plate_taken(
         )
     )
     return bool((await session.execute(stmt)).scalar_one())
-
-
-async def save(session: AsyncSession, vehicle: Vehicle) -> bool:
-    """Writes the vehicle; False when a concurrent request gave the owner that plate first
-    (the unique constraint fires) and the write is lost."""
-    session.add(vehicle)
-    try:
-        await session.flush()
-    except IntegrityError:
-        return False
-    return True
 
 
 async def list_owned(

@@ -4,6 +4,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parkspot.db.unique import add_unique
 from parkspot.errors import Conflict, NotFound
 from parkspot.models import User, Vehicle
 from parkspot.reservations import repository as reservation_repository
@@ -34,7 +35,7 @@ async def create(session: AsyncSession, user: User, data: VehicleCreate) -> Vehi
         raise _plate_conflict(data.plate)
     vehicle = Vehicle(owner_id=user.id, **data.model_dump())
     # The check above can race with a concurrent request; the constraint decides.
-    if not await repository.save(session, vehicle):
+    if await add_unique(session, vehicle, ("plate",)):
         raise _plate_conflict(data.plate)
     return VehicleRead.model_validate(vehicle)
 
@@ -61,7 +62,7 @@ async def update(session: AsyncSession, vehicle: Vehicle, data: VehicleUpdate) -
             if name == "kind" and value is None:
                 continue
             setattr(vehicle, name, value)
-    if not await repository.save(session, vehicle):
+    if await add_unique(session, vehicle, ("plate",)):
         raise _plate_conflict(vehicle.plate)
     return VehicleRead.model_validate(vehicle)
 
