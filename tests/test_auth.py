@@ -16,8 +16,6 @@ from parkspot.models import AuthSession, Role, User
 from parkspot.state import AppState
 from tests.conftest import PASSWORD, Actor, MakeOperator, MakeUser, assert_error
 
-# Marked here too (conftest marks late): the anyio plugin then keeps parametrised ids.
-
 REGISTER = "/api/v1/auth/register"
 LOGIN = "/api/v1/auth/login"
 TOKEN = "/api/v1/auth/token"

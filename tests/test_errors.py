@@ -17,8 +17,6 @@ from parkspot.config import Settings
 from parkspot.models import Role
 from tests.conftest import PASSWORD, MakeOperator, MakeUser, assert_error
 
-# Marked here too (conftest marks late): the anyio plugin then keeps parametrised ids.
-
 LOGIN = "/api/v1/auth/login"
 JSON = {"Content-Type": "application/json"}
 

@@ -13,8 +13,6 @@ from parkspot.app import create_app
 from parkspot.config import Settings
 from tests.conftest import PASSWORD, assert_error
 
-# Marked here too (conftest marks late): the anyio plugin then keeps parametrised ids.
-
 
 def closed_port() -> int:
     """A local TCP port nothing listens on (bound once, then released)."""

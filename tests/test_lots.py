@@ -11,8 +11,6 @@ from parkspot.state import AppState
 from tests.conftest import Actor, MakeOperator, MakeUser, assert_error
 from tests.lot_helpers import LOTS, add_member, create_lot, lot_body
 
-# Marked here, not only by conftest's hook, so parametrized tests get the backend too.
-
 
 @dataclass
 class Owner:

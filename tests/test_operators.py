@@ -10,8 +10,6 @@ from parkspot.models import MembershipRole, OperatorMember, Role
 from parkspot.state import AppState
 from tests.conftest import PASSWORD, MakeOperator, MakeUser, assert_error
 
-# Marked here too (conftest marks late): the anyio plugin then keeps parametrised ids.
-
 OPERATORS = "/api/v1/operators"
 REGISTER = "/api/v1/auth/register"
 

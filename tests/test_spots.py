@@ -11,8 +11,6 @@ from parkspot.state import AppState
 from tests.conftest import Actor, MakeOperator, MakeUser, assert_error
 from tests.lot_helpers import LOTS, SPOTS, add_member, create_lot
 
-# Marked here, not only by conftest's hook, so parametrized tests get the backend too.
-
 
 class Setup:
     def __init__(self, manager: Actor, lot: dict[str, Any]) -> None:

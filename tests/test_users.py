@@ -8,8 +8,6 @@ import pytest
 from parkspot.models import Role
 from tests.conftest import PASSWORD, MakeOperator, MakeUser, assert_error
 
-# Marked here too (conftest marks late): the anyio plugin then keeps parametrised ids.
-
 ME = "/api/v1/users/me"
 USERS = "/api/v1/users"
 LOGIN = "/api/v1/auth/login"

@@ -9,8 +9,6 @@ import pytest
 from parkspot.models import Role
 from tests.conftest import MakeOperator, MakeUser, assert_error
 
-# Marked here too (conftest marks late): the anyio plugin then keeps parametrised ids.
-
 VEHICLES = "/api/v1/vehicles"
 
 
