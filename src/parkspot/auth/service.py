@@ -1,6 +1,7 @@
 """Account rules: registration, login, logout and profile changes."""
 
 import secrets
+from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,10 +21,21 @@ def _taken(field: str) -> Conflict:
     )
 
 
+async def to_reads(session: AsyncSession, users: Sequence[User]) -> list[UserRead]:
+    """The users with the operators they belong to, read in one query."""
+    ids = [u.id for u in users if u.id is not None]
+    operators = await operator_repository.operator_ids_by_user(session, ids)
+    reads = []
+    for user in users:
+        assert user.id is not None
+        reads.append(
+            UserRead.model_validate({**user.model_dump(), "operator_ids": operators[user.id]})
+        )
+    return reads
+
+
 async def to_read(session: AsyncSession, user: User) -> UserRead:
-    assert user.id is not None
-    operator_ids = await operator_repository.operator_ids_for(session, user.id)
-    return UserRead.model_validate({**user.model_dump(), "operator_ids": operator_ids})
+    return (await to_reads(session, [user]))[0]
 
 
 async def register(session: AsyncSession, state: AppState, data: UserCreate) -> UserRead:

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Mapped
 from sqlmodel import col, select
 
 from parkspot.db.pagination import count_and_page
@@ -61,24 +62,45 @@ async def membership(
     return await session.get(OperatorMember, (operator_id, user_id))
 
 
-async def manager_ids(session: AsyncSession, operator_id: int) -> list[int]:
-    stmt = (
-        select(OperatorMember.user_id)
-        .where(
-            col(OperatorMember.operator_id) == operator_id,
-            col(OperatorMember.role) == MembershipRole.manager,
-        )
-        .order_by(col(OperatorMember.user_id))
-    )
-    return list((await session.execute(stmt)).scalars())
-
-
-async def operator_ids_for(
-    session: AsyncSession, user_id: int, role: MembershipRole | None = None
-) -> list[int]:
-    """Operators the user belongs to; with ``role``, only memberships of that role."""
-    stmt = select(OperatorMember.operator_id).where(col(OperatorMember.user_id) == user_id)
+async def _grouped(
+    session: AsyncSession,
+    key: Mapped[int],
+    value: Mapped[int],
+    keys: Sequence[int],
+    role: MembershipRole | None,
+) -> dict[int, list[int]]:
+    """``value`` of the memberships of each of ``keys`` (each list sorted), in one query."""
+    grouped: dict[int, list[int]] = {k: [] for k in keys}
+    if not keys:
+        return grouped
+    stmt = select(key, value).where(key.in_(keys))
     if role is not None:
         stmt = stmt.where(col(OperatorMember.role) == role)
-    rows = await session.execute(stmt.order_by(col(OperatorMember.operator_id)))
-    return list(rows.scalars())
+    for k, v in (await session.execute(stmt.order_by(key, value))).all():
+        grouped[k].append(v)
+    return grouped
+
+
+async def manager_ids_by_operator(
+    session: AsyncSession, operator_ids: Sequence[int]
+) -> dict[int, list[int]]:
+    return await _grouped(
+        session,
+        col(OperatorMember.operator_id),
+        col(OperatorMember.user_id),
+        operator_ids,
+        MembershipRole.manager,
+    )
+
+
+async def operator_ids_by_user(
+    session: AsyncSession, user_ids: Sequence[int]
+) -> dict[int, list[int]]:
+    """The operators each user belongs to, as member or manager."""
+    return await _grouped(
+        session,
+        col(OperatorMember.user_id),
+        col(OperatorMember.operator_id),
+        user_ids,
+        None,
+    )

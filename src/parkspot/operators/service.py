@@ -1,5 +1,7 @@
 """Operator rules: who sees which operator, passkeys and manager assignment."""
 
+from collections.abc import Sequence
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parkspot.db.unique import add_unique
@@ -16,15 +18,27 @@ from parkspot.operators.schemas import (
 )
 
 
+async def to_reads(session: AsyncSession, operators: Sequence[Operator]) -> list[OperatorRead]:
+    """The operators with their managers, read in one query."""
+    ids = [o.id for o in operators if o.id is not None]
+    managers = await repository.manager_ids_by_operator(session, ids)
+    reads = []
+    for operator in operators:
+        assert operator.id is not None
+        reads.append(
+            OperatorRead(
+                id=operator.id,
+                name=operator.name,
+                has_passkey=operator.passkey_digest is not None,
+                manager_ids=managers[operator.id],
+                created_at=operator.created_at,
+            )
+        )
+    return reads
+
+
 async def to_read(session: AsyncSession, operator: Operator) -> OperatorRead:
-    assert operator.id is not None
-    return OperatorRead(
-        id=operator.id,
-        name=operator.name,
-        has_passkey=operator.passkey_digest is not None,
-        manager_ids=await repository.manager_ids(session, operator.id),
-        created_at=operator.created_at,
-    )
+    return (await to_reads(session, [operator]))[0]
 
 
 def _taken(field: str) -> Conflict:
@@ -81,7 +95,7 @@ async def list_for(session: AsyncSession, user: User, limit: int, offset: int) -
         return OperatorPage(items=[], total=0, limit=limit, offset=offset)
     managed_by = None if user.role == Role.admin else user.id
     operators, total = await repository.list_page(session, managed_by, limit, offset)
-    items = [await to_read(session, o) for o in operators]
+    items = await to_reads(session, operators)
     return OperatorPage(items=items, total=total, limit=limit, offset=offset)
 
 

@@ -3,7 +3,7 @@
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from parkspot.auth.schemas import UserRead
-from parkspot.auth.service import to_read
+from parkspot.auth.service import to_read, to_reads
 from parkspot.db.types import utcnow
 from parkspot.errors import Conflict, NotFound
 from parkspot.models import User
@@ -13,7 +13,7 @@ from parkspot.users.schemas import UserAdminUpdate, UserPage
 
 async def search(session: AsyncSession, q: str | None, limit: int, offset: int) -> UserPage:
     users, total = await repository.search(session, q, limit, offset)
-    items = [await to_read(session, u) for u in users]
+    items = await to_reads(session, users)
     return UserPage(items=items, total=total, limit=limit, offset=offset)
 
 
