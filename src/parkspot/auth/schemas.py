@@ -2,10 +2,10 @@
 
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, EmailStr, Field, StringConstraints
 
 from parkspot.models import Role
-from parkspot.validation import SINGLE_LINE
+from parkspot.validation import SINGLE_LINE, StrictModel
 
 USERNAME_PATTERN = r"^[A-Za-z0-9_.-]{3,32}$"
 PHONE_PATTERN = r"^\+?[0-9 ()-]{5,32}$"
@@ -26,10 +26,6 @@ FullName = Annotated[
 Phone = Annotated[
     str, StringConstraints(strip_whitespace=True, max_length=32, pattern=PHONE_PATTERN)
 ]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class UserCreate(StrictModel):

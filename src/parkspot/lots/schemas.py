@@ -23,7 +23,7 @@ from pydantic import (
 
 from parkspot.lots import geo
 from parkspot.models import SpotKind, Visibility
-from parkspot.validation import MAX_ID, SINGLE_LINE
+from parkspot.validation import MAX_ID, SINGLE_LINE, StrictModel
 
 # Longest window a quote or a free-spot search covers.
 MAX_WINDOW = timedelta(days=31)
@@ -113,10 +113,6 @@ LabelPrefix = Annotated[
 Level = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=16, pattern=SINGLE_LINE)
 ]
-
-
-class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class PatchModel(StrictModel):

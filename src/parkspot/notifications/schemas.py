@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from parkspot.validation import MAX_ID
+from parkspot.validation import MAX_ID, StrictModel
 
 
 class NotificationRead(BaseModel):
@@ -26,9 +26,7 @@ class NotificationPage(BaseModel):
     offset: int
 
 
-class NotificationsRead(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class NotificationsRead(StrictModel):
     ids: Annotated[
         list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(min_length=1, max_length=500)
     ]

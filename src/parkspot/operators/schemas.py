@@ -3,10 +3,10 @@
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints
 
 from parkspot.models import MembershipRole
-from parkspot.validation import MAX_ID, SINGLE_LINE
+from parkspot.validation import MAX_ID, SINGLE_LINE, StrictModel
 
 OperatorName = Annotated[
     str,
@@ -15,16 +15,12 @@ OperatorName = Annotated[
 Passkey = Annotated[str, Field(min_length=8, max_length=128)]
 
 
-class OperatorCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class OperatorCreate(StrictModel):
     name: OperatorName
     passkey: Passkey | None = None
 
 
-class OperatorUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class OperatorUpdate(StrictModel):
     name: OperatorName | None = None
     passkey: Annotated[Passkey | None, Field(description="null removes the passkey")] = None
 
@@ -44,9 +40,7 @@ class OperatorPage(BaseModel):
     offset: int
 
 
-class ManagerAdd(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ManagerAdd(StrictModel):
     # strict: JSON true or "7" is not a user id.
     user_id: int = Field(ge=1, le=MAX_ID, strict=True)
 

@@ -6,9 +6,9 @@ from typing import Annotated, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from parkspot.lots.schemas import Instant, MoneyOut, PatchModel, StrictModel
+from parkspot.lots.schemas import Instant, MoneyOut, PatchModel
 from parkspot.models import ReservationKind, ReservationStatus, SpotKind
-from parkspot.validation import MAX_ID, SINGLE_LINE
+from parkspot.validation import MAX_ID, SINGLE_LINE, StrictModel
 
 Id = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
 # Query parameters arrive as text, so a strict int would refuse every one of them.

@@ -1,14 +1,13 @@
 """Request and response bodies for user administration."""
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel
 
 from parkspot.auth.schemas import UserRead
 from parkspot.models import Role
+from parkspot.validation import StrictModel
 
 
-class UserAdminUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class UserAdminUpdate(StrictModel):
     role: Role | None = None
     is_active: bool | None = None
 

@@ -7,7 +7,7 @@ from typing import Annotated
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 from parkspot.models import VehicleKind
-from parkspot.validation import SINGLE_LINE
+from parkspot.validation import SINGLE_LINE, StrictModel
 
 _SEPARATORS = re.compile(r"[\s-]+")
 _PLATE = re.compile(r"^[A-Z0-9]{1,15}$")
@@ -30,18 +30,14 @@ Color = Annotated[
 ]
 
 
-class VehicleCreate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class VehicleCreate(StrictModel):
     plate: Plate
     kind: VehicleKind = VehicleKind.car
     make: ShortText | None = None
     color: Color | None = None
 
 
-class VehicleUpdate(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class VehicleUpdate(StrictModel):
     plate: Plate | None = None
     kind: VehicleKind | None = None
     make: ShortText | None = None
