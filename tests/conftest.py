@@ -21,7 +21,7 @@ import httpx
 import pytest
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
-from sqlalchemy import text
+from redis.asyncio import Redis
 from sqlalchemy.engine import make_url
 
 from parkspot.app import create_app
@@ -107,24 +107,46 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         secret_key=secrets.token_urlsafe(48),
         password_hash_memory_kib=1024,
         password_hash_time_cost=1,
-        # Tests run the sweeper themselves, at the times they choose.
+        redis_key_prefix=f"parkspot-test-{os.getpid()}-{secrets.token_hex(4)}",
+        # Tests run the sweeper and the time boundaries themselves, when they choose.
         sweep_interval_seconds=3600,
+        availability_tick_seconds=3600,
     )
 
 
-async def _truncate_all(state: AppState) -> None:
+async def _truncate_all(database_url: str) -> None:
     tables = ", ".join(f'"{t.name}"' for t in metadata.sorted_tables)
-    async with state.database.transaction() as session:
-        await session.execute(text(f"TRUNCATE {tables} RESTART IDENTITY CASCADE"))
+    conn = await asyncpg.connect(_asyncpg_dsn(database_url))
+    try:
+        await conn.execute(f"TRUNCATE {tables} RESTART IDENTITY CASCADE")
+    finally:
+        await conn.close()
+
+
+async def _delete_redis_keys(settings: Settings) -> None:
+    assert settings.redis_url is not None
+    redis = Redis.from_url(settings.redis_url)
+    try:
+        keys = [k async for k in redis.scan_iter(match=f"{settings.redis_key_prefix}:*")]
+        if keys:
+            await redis.delete(*keys)
+    finally:
+        await redis.aclose()
 
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The app, started (its lifespan run) on an empty database; with Redis, its keys
+    (under a prefix of the test's own) are deleted afterwards."""
+    if PG_ADMIN_URL:
+        await _truncate_all(settings.effective_database_url)
     application = create_app(settings)
-    async with LifespanManager(application):
-        if PG_ADMIN_URL:
-            await _truncate_all(application.state.parkspot)
-        yield application
+    try:
+        async with LifespanManager(application):
+            yield application
+    finally:
+        if settings.redis_url:
+            await _delete_redis_keys(settings)
 
 
 @pytest.fixture

@@ -56,6 +56,7 @@ async def test_readyz_is_200_when_the_database_is_up(
         "status": "ready",
         "database": "ok",
         "redis": "ok" if settings.redis_url else "not_configured",
+        "availability": "ok",
     }
 
 
@@ -72,6 +73,8 @@ async def test_readyz_is_503_with_retry_after_when_the_database_is_unreachable(
     assert response.json()["error"]["details"] == {
         "database": "down",
         "redis": "not_configured",
+        # Nothing could be counted yet.
+        "availability": "loading",
     }
     assert alive.status_code == 200
 
@@ -85,7 +88,12 @@ async def test_readyz_is_503_with_retry_after_when_redis_is_unreachable(
 
     assert_error(response, 503, "not_ready")
     assert int(response.headers["Retry-After"]) > 0
-    assert response.json()["error"]["details"] == {"database": "ok", "redis": "down"}
+    # Availability is counted from the database and served from this process alone.
+    assert response.json()["error"]["details"] == {
+        "database": "ok",
+        "redis": "down",
+        "availability": "ok",
+    }
 
 
 @pytest.mark.parametrize(

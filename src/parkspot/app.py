@@ -11,6 +11,10 @@ from starlette.middleware.cors import CORSMiddleware
 
 from parkspot.auth.router import router as auth_router
 from parkspot.auth.security import PasswordHasher, TokenCodec
+from parkspot.availability.engine import AvailabilityEngine
+from parkspot.availability.fastpath import AvailabilityFastPath
+from parkspot.availability.mirror import Mirror
+from parkspot.availability.router import router as availability_router
 from parkspot.config import Settings, get_settings
 from parkspot.db.engine import create_engine
 from parkspot.db.session import Database
@@ -21,8 +25,10 @@ from parkspot.lots.router import router as lots_router
 from parkspot.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from parkspot.notifications.router import router as notifications_router
 from parkspot.operators.router import router as operators_router
+from parkspot.realtime.bus import Bus, InProcessBus, RedisBus
+from parkspot.realtime.notifications import NotificationHub
 from parkspot.reservations.router import router as reservations_router
-from parkspot.reservations.sweeper import run_forever
+from parkspot.reservations.sweeper import expire_no_shows, run_forever
 from parkspot.state import AppState
 from parkspot.users.router import router as users_router
 from parkspot.vehicles.router import router as vehicles_router
@@ -43,27 +49,52 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 
 
 def build_state(settings: Settings) -> AppState:
-    redis = (
-        Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
-        if settings.redis_url
-        else None
-    )
-    return AppState(
+    timeout = settings.redis_timeout_seconds
+    redis: Redis | None = None
+    bus: Bus = InProcessBus(settings.availability_events_kept)
+    if settings.redis_url:
+        redis = Redis.from_url(
+            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
+        )
+        bus = RedisBus(
+            settings.redis_url,
+            settings.redis_key_prefix,
+            settings.availability_events_kept,
+            timeout,
+        )
+    database = Database(create_engine(settings))
+    state = AppState(
         settings=settings,
-        database=Database(create_engine(settings)),
+        database=database,
         passwords=PasswordHasher(
             settings.password_hash_memory_kib, settings.password_hash_time_cost
         ),
         tokens=TokenCodec(settings),
         redis=redis,
         billing=BillingPolicy.from_settings(settings),
+        mirror=Mirror(settings.availability_events_kept),
+        notifications=NotificationHub(bus, settings.notification_queue_size),
     )
+    state.availability = AvailabilityEngine(
+        settings,
+        database,
+        bus,
+        state.mirror,
+        state.notifications,
+        clock=lambda: state.clock(),
+        before_boundaries=lambda: expire_no_shows(state),
+    )
+    database.on_lots_changed = state.availability.mark_dirty
+    database.on_notifications = state.notifications.committed
+    return state
 
 
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     state = build_state(app.state.settings)
     app.state.parkspot = state
+    # Not ready (no requests taken) before every lot is counted and mirrored.
+    await state.availability.start()
     sweeper = asyncio.create_task(run_forever(state), name="parkspot-sweeper")
     try:
         yield
@@ -71,6 +102,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         sweeper.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
+        await state.availability.stop()
         if state.redis is not None:
             await state.redis.aclose()
         await state.database.dispose()
@@ -96,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         vehicles_router,
         reservations_router,
         notifications_router,
+        availability_router,
     ):
         api.include_router(router)
     app.include_router(api)
@@ -111,4 +144,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     app.add_middleware(BodySizeLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestIdMiddleware)
+    app.add_middleware(AvailabilityFastPath)
     return app

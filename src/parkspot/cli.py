@@ -134,6 +134,8 @@ def _port(value: str) -> int:
 
 # --- serve ---------------------------------------------------------------------------------
 
+GRACEFUL_SHUTDOWN_SECONDS = 5
+
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
     if args.workers > 1 and not settings.redis_url:
@@ -156,6 +158,8 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         port=port,
         workers=args.workers,
         log_level=settings.log_level.lower(),
+        # Event streams never end on their own: on shutdown they are cut after this.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return EXIT_OK
 

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     database_max_overflow: int = Field(default=5, ge=0, le=100)
     sqlite_busy_timeout_ms: int = Field(default=5000, ge=0)
     redis_url: str | None = None
+    # Prefix of every Redis key, so that several deployments (or test runs) share a server.
+    redis_key_prefix: str = Field(default="parkspot", pattern=r"^[A-Za-z0-9:_.-]{1,64}$")
     secret_key: str = ""
     jwt_issuer: str = "parkspot"
     jwt_audience: str = "parkspot-api"
@@ -51,6 +53,17 @@ class Settings(BaseSettings):
     billing_minimum_minutes: int = Field(default=30, ge=0)
     idempotency_ttl_hours: int = Field(default=24, ge=24)
     sweep_interval_seconds: float = Field(default=5.0, gt=0)
+    # Live availability.
+    redis_timeout_seconds: float = Field(default=2.0, gt=0, le=60)
+    availability_almost_full_ratio: float = Field(default=0.1, ge=0, le=1)
+    availability_tick_seconds: float = Field(default=0.25, gt=0)
+    availability_stale_after_seconds: float = Field(default=5.0, gt=0)
+    availability_events_kept: int = Field(default=1000, ge=10, le=1_000_000)
+    stream_keepalive_seconds: float = Field(default=15.0, gt=0)
+    stream_max_lifetime_seconds: float = Field(default=3600.0, gt=0)
+    stream_stall_timeout_seconds: float = Field(default=10.0, gt=0)
+    stream_retry_ms: int = Field(default=3000, ge=0)
+    notification_queue_size: int = Field(default=100, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
     log_level: str = "info"

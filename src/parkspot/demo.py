@@ -11,6 +11,7 @@ from sqlmodel import col, select
 
 from parkspot.auth import repository as auth_repository
 from parkspot.auth.security import PasswordHasher
+from parkspot.availability.outbox import lot_changed
 from parkspot.db.session import Database
 from parkspot.models import (
     Lot,
@@ -290,6 +291,7 @@ async def _create_lots(session: AsyncSession, operator_id: int, plans: Sequence[
         session.add(lot)
         await session.flush()
         assert lot.id is not None
+        lot_changed(session, lot.id)
         for block in plan.blocks:
             session.add_all(
                 Spot(lot_id=lot.id, label=f"{block.prefix}{n}", level=block.level, kind=block.kind)

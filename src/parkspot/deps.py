@@ -39,10 +39,8 @@ _bearer = OAuth2PasswordBearer(tokenUrl="/api/v1/auth/token", auto_error=False)
 TokenDep = Annotated[str | None, Depends(_bearer)]
 
 
-async def get_optional_user(session: SessionDep, state: StateDep, token: TokenDep) -> User | None:
-    """The caller, None when anonymous; a bad, expired, revoked or deactivated token is 401."""
-    if token is None:
-        return None
+async def user_of_token(session: AsyncSession, state: AppState, token: str) -> User:
+    """The token's user; a bad, expired, revoked or deactivated token is Unauthorized."""
     claims = state.tokens.decode(token)
     if claims is None:
         raise Unauthorized("The access token is invalid or expired", code="invalid_token")
@@ -50,6 +48,13 @@ async def get_optional_user(session: SessionDep, state: StateDep, token: TokenDe
     if user is None or not user.is_active:
         raise Unauthorized("The access token is invalid or expired", code="invalid_token")
     return user
+
+
+async def get_optional_user(session: SessionDep, state: StateDep, token: TokenDep) -> User | None:
+    """The caller, None when anonymous; a bad, expired, revoked or deactivated token is 401."""
+    if token is None:
+        return None
+    return await user_of_token(session, state, token)
 
 
 OptionalUser = Annotated[User | None, Depends(get_optional_user)]

@@ -22,6 +22,7 @@ class Readiness(BaseModel):
     status: Literal["ready"] = "ready"
     database: CheckResult
     redis: CheckResult
+    availability: Literal["ok", "loading"]
 
 
 @router.get("/healthz")
@@ -31,7 +32,8 @@ async def healthz() -> Health:
 
 @router.get("/readyz")
 async def readyz(state: StateDep) -> Readiness:
-    """503 with ``Retry-After`` while the database or the configured Redis cannot be reached."""
+    """503 with ``Retry-After`` while the database or the configured Redis cannot be
+    reached, or before the availability of every lot is loaded."""
     database: CheckResult = "ok"
     try:
         async with state.database.session(write=False) as session:
@@ -45,10 +47,11 @@ async def readyz(state: StateDep) -> Readiness:
             redis = "ok"
         except Exception:
             redis = "down"
-    if "down" in (database, redis):
+    availability: Literal["ok", "loading"] = "ok" if state.availability.ready else "loading"
+    if "down" in (database, redis) or availability != "ok":
         raise ServiceUnavailable(
             "A dependency is unavailable",
             code="not_ready",
-            details={"database": database, "redis": redis},
+            details={"database": database, "redis": redis, "availability": availability},
         )
-    return Readiness(database=database, redis=redis)
+    return Readiness(database=database, redis=redis, availability=availability)

@@ -7,10 +7,13 @@ from datetime import datetime
 from redis.asyncio import Redis
 
 from parkspot.auth.security import PasswordHasher, TokenCodec
+from parkspot.availability.engine import AvailabilityEngine
+from parkspot.availability.mirror import Mirror
 from parkspot.config import Settings
 from parkspot.db.session import Database
 from parkspot.db.types import utcnow
 from parkspot.lots.pricing import BillingPolicy
+from parkspot.realtime.notifications import NotificationHub
 
 
 @dataclass
@@ -21,6 +24,9 @@ class AppState:
     tokens: TokenCodec
     redis: Redis | None
     billing: BillingPolicy
+    mirror: Mirror
+    notifications: NotificationHub
+    availability: AvailabilityEngine = field(init=False)
     # Every rule that depends on "now" asks this clock, so tests can move time.
     clock: Callable[[], datetime] = field(default=utcnow)
     # (user id, Idempotency-Key) of requests being handled in this process.

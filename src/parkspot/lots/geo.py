@@ -27,6 +27,13 @@ class BBox:
     def wraps(self) -> bool:
         return self.min_lon > self.max_lon
 
+    def contains(self, lat: float, lon: float) -> bool:
+        if not self.min_lat <= lat <= self.max_lat:
+            return False
+        if self.wraps:
+            return lon >= self.min_lon or lon <= self.max_lon
+        return self.min_lon <= lon <= self.max_lon
+
 
 def _floats(raw: str, count: int, what: str) -> list[float]:
     parts = raw.split(",")

@@ -12,6 +12,7 @@ from datetime import datetime
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parkspot.availability.outbox import lot_changed
 from parkspot.db.types import utcnow
 from parkspot.lots import geo, pricing, repository
 from parkspot.lots.exceptions import (
@@ -144,6 +145,7 @@ async def create_lot(session: AsyncSession, user: User, data: LotCreate) -> LotR
     lot = Lot(**data.model_dump())
     session.add(lot)
     await session.flush()
+    lot_changed(session, lot.id)
     return LotRead.model_validate(lot)
 
 
@@ -153,6 +155,7 @@ async def update_lot(session: AsyncSession, lot: Lot, data: LotUpdate) -> LotRea
     lot.updated_at = utcnow()
     session.add(lot)
     await session.flush()
+    lot_changed(session, lot.id)
     return LotRead.model_validate(lot)
 
 
@@ -166,6 +169,7 @@ async def delete_lot(session: AsyncSession, lot: Lot, now: datetime) -> None:
     lot.deleted_at = lot.updated_at = now
     session.add(lot)
     await session.flush()
+    lot_changed(session, lot.id)
 
 
 def quote(lot: Lot, policy: pricing.BillingPolicy, window: TimeWindow) -> Quote:
@@ -181,21 +185,24 @@ _STATE_OF_STATUS = {
 }
 
 
+def spot_state(out_of_service: bool, status: str | None) -> SpotState:
+    """Out of service, occupied (a stay is checked in), reserved (a reservation covers now)
+    or available; ``status`` is the spot's entry from ``current_status_*``."""
+    if out_of_service:
+        return SpotState.out_of_service
+    if status is None:
+        return SpotState.available
+    return _STATE_OF_STATUS.get(ReservationStatus(status), SpotState.available)
+
+
 async def to_reads(session: AsyncSession, spots: Sequence[Spot], now: datetime) -> list[SpotRead]:
-    """The spots with their state now: out of service, occupied (a stay is checked in),
-    reserved (a reservation covers now) or available."""
+    """The spots with their state now."""
     ids = [s.id for s in spots if s.id is not None]
     statuses = await reservation_repository.current_status_by_spot(session, ids, now)
     reads = []
     for spot in spots:
         assert spot.id is not None
-        state = (
-            SpotState.out_of_service
-            if spot.is_out_of_service
-            else _STATE_OF_STATUS.get(ReservationStatus(statuses[spot.id]), SpotState.available)
-            if spot.id in statuses
-            else SpotState.available
-        )
+        state = spot_state(spot.is_out_of_service, statuses.get(spot.id))
         reads.append(
             SpotRead(
                 id=spot.id,
@@ -242,6 +249,7 @@ async def create_spots(
     spots = [Spot(lot_id=lot.id, label=label, level=data.level, kind=data.kind) for label in labels]
     session.add_all(spots)
     await _flush_labels(session, labels)
+    lot_changed(session, lot.id)
     reads = await to_reads(session, spots, now)
     return reads[0] if isinstance(data, SpotCreate) else SpotList(items=reads)
 
@@ -262,6 +270,7 @@ async def update_spot(
         spot.is_out_of_service = data.out_of_service
     session.add(spot)
     await _flush_labels(session, [spot.label])
+    lot_changed(session, spot.lot_id)
     return await read_spot(session, spot, now)
 
 
@@ -272,6 +281,7 @@ async def delete_spot(session: AsyncSession, spot: Spot, now: datetime) -> None:
         raise SpotHasReservations()
     await session.delete(spot)
     await session.flush()
+    lot_changed(session, spot.lot_id)
 
 
 async def free_spots(

@@ -2,6 +2,7 @@
 
 from parkspot.models.base import metadata
 from parkspot.models.idempotency import IdempotencyKey
+from parkspot.models.lot_availability import AvailabilityChange, LotAvailability
 from parkspot.models.lots import Lot, Spot, SpotKind, Visibility
 from parkspot.models.notifications import Notification
 from parkspot.models.operators import MembershipRole, Operator, OperatorMember
@@ -17,8 +18,10 @@ from parkspot.models.vehicles import Vehicle, VehicleKind
 __all__ = [
     "ACTIVE_STATUSES",
     "AuthSession",
+    "AvailabilityChange",
     "IdempotencyKey",
     "Lot",
+    "LotAvailability",
     "MembershipRole",
     "Notification",
     "Operator",

@@ -2,11 +2,12 @@
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, WebSocket
 
 from parkspot.deps import CurrentUser, PageDep, SessionDep
 from parkspot.notifications import service
 from parkspot.notifications.schemas import MarkedRead, NotificationPage, NotificationsRead
+from parkspot.realtime import websocket
 
 router = APIRouter(prefix="/notifications", tags=["notifications"])
 
@@ -28,3 +29,11 @@ async def mark_notifications_read(
 ) -> MarkedRead:
     """Marks the caller's notifications among ``ids`` read; other ids are ignored."""
     return await service.mark_read(session, user, data.ids)
+
+
+@router.websocket("/ws")
+async def notifications_socket(socket: WebSocket, token: str | None = None) -> None:
+    """The caller's new notifications as they are committed: `{"type": "notification",
+    "notification": {...}}`. The token goes in `?token=` (browsers cannot set headers);
+    without a valid one the socket is closed with 1008."""
+    await websocket.serve_notifications(socket, token)

@@ -4,17 +4,24 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parkspot.db.session import Database, staged
 from parkspot.models import Notification, User
 from parkspot.notifications import repository
 from parkspot.notifications.schemas import MarkedRead, NotificationPage, NotificationRead
 
 
+def _publish(database: Database, notifications: list[Notification]) -> None:
+    database.on_notifications(notifications)
+
+
 def notify(
     session: AsyncSession, user_id: int, kind: str, content: str, **data: Any
 ) -> Notification:
-    """Stages a notification in the current transaction: it exists only if that commits."""
+    """Stages a notification in the current transaction: it exists, and is pushed to the
+    user's live sockets, only if that commits."""
     notification = Notification(user_id=user_id, kind=kind, content=content[:500], data=data)
     session.add(notification)
+    staged(session, "parkspot_notifications", _publish).append(notification)
     return notification
 
 

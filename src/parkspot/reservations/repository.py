@@ -8,10 +8,10 @@ so the checks here are decisive.
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, false, func, literal, or_, update
+from sqlalchemy import and_, case, exists, false, func, literal, or_, type_coerce, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped
@@ -20,6 +20,7 @@ from sqlmodel import col, select
 
 from parkspot.db.pagination import count_and_page
 from parkspot.db.search import contains_pattern
+from parkspot.db.types import UTCDateTime
 from parkspot.models import (
     ACTIVE_STATUSES,
     Lot,
@@ -316,14 +317,11 @@ async def has_active_after(
     return bool((await session.execute(stmt)).scalar())
 
 
-async def current_status_by_spot(
-    session: AsyncSession, spot_ids: Sequence[int], now: datetime
+async def _current_statuses(
+    session: AsyncSession, which: ColumnElement[bool], now: datetime
 ) -> dict[int, str]:
-    """For spots holding a stay or a reservation now: the reservation's status."""
-    if not spot_ids:
-        return {}
     stmt = select(Reservation.spot_id, Reservation.status).where(
-        col(Reservation.spot_id).in_(spot_ids),
+        which,
         or_(
             col(Reservation.status) == ReservationStatus.checked_in,
             and_(
@@ -338,3 +336,50 @@ async def current_status_by_spot(
         if spot_id is not None and states.get(spot_id) != ReservationStatus.checked_in:
             states[spot_id] = status
     return states
+
+
+async def current_status_by_spot(
+    session: AsyncSession, spot_ids: Sequence[int], now: datetime
+) -> dict[int, str]:
+    """For spots holding a stay or a reservation now: the reservation's status."""
+    if not spot_ids:
+        return {}
+    return await _current_statuses(session, col(Reservation.spot_id).in_(spot_ids), now)
+
+
+async def current_status_in_lots(
+    session: AsyncSession, lot_ids: Sequence[int], now: datetime
+) -> dict[int, str]:
+    """``current_status_by_spot`` for every spot of the lots."""
+    return await _current_statuses(session, col(Reservation.lot_id).in_(lot_ids), now)
+
+
+async def next_boundaries(
+    session: AsyncSession, lot_ids: Sequence[int], now: datetime, grace: timedelta
+) -> dict[int, datetime]:
+    """Per lot, the next moment time alone changes what is free: a confirmed reservation
+    starts, ends, or runs out of its check-in grace (and becomes a no-show)."""
+    confirmed = col(Reservation.status) == ReservationStatus.confirmed
+    starts, ends = col(Reservation.starts_at), col(Reservation.ends_at)
+    stmt = (
+        select(
+            Reservation.lot_id,
+            type_coerce(func.min(case((starts > now, starts))), UTCDateTime),
+            type_coerce(func.min(case((ends > now, ends))), UTCDateTime),
+            type_coerce(func.min(case((starts > now - grace, starts))), UTCDateTime),
+        )
+        .where(
+            col(Reservation.lot_id).in_(lot_ids),
+            confirmed,
+            or_(ends > now, starts > now - grace),
+        )
+        .group_by(col(Reservation.lot_id))
+    )
+    boundaries: dict[int, datetime] = {}
+    for lot_id, next_start, next_end, grace_start in (await session.execute(stmt)).all():
+        moments = [m for m in (next_start, next_end) if m is not None]
+        if grace_start is not None:
+            moments.append(grace_start + grace)
+        if moments:
+            boundaries[lot_id] = min(moments)
+    return boundaries

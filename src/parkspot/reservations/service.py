@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from parkspot.availability.outbox import lot_changed
 from parkspot.config import Settings
 from parkspot.errors import Forbidden
 from parkspot.lots import pricing
@@ -262,6 +263,7 @@ async def book(
                 raise
     else:
         raise LotFull()
+    lot_changed(session, lot.id)
     notify(
         session,
         user.id,
@@ -305,6 +307,7 @@ async def start_ticket(
     reservation.status = ReservationStatus.checked_in
     reservation.checked_in_at = now
     await _save(session, reservation, spot)
+    lot_changed(session, lot.id)
     return to_read(reservation)
 
 
@@ -403,7 +406,9 @@ async def update(
         "currency": lot.currency,
         "updated_at": now,
     }
+    previous_lot_id = reservation.lot_id
     await _save(session, reservation, spot, changes)
+    lot_changed(session, previous_lot_id, lot.id)
     notify(
         session,
         reservation.user_id,
@@ -426,6 +431,7 @@ async def cancel(
     _touch(reservation, now)
     session.add(reservation)
     await session.flush()
+    lot_changed(session, reservation.lot_id)
     by = "" if owner else " by the lot's operator"
     notify(
         session,
@@ -452,6 +458,7 @@ async def check_in(
     _touch(reservation, now)
     session.add(reservation)
     await session.flush()
+    lot_changed(session, reservation.lot_id)
     return to_read(reservation)
 
 
@@ -476,6 +483,7 @@ async def check_out(
     _touch(reservation, now)
     session.add(reservation)
     await session.flush()
+    lot_changed(session, reservation.lot_id)
     notify(
         session,
         reservation.user_id,
@@ -494,6 +502,7 @@ async def expire_no_shows(session: AsyncSession, state: AppState) -> list[Reserv
     now = state.clock()
     grace = timedelta(minutes=state.settings.no_show_grace_minutes)
     expired = await repository.expire_no_shows(session, now - grace)
+    lot_changed(session, *(r.lot_id for r in expired))
     for reservation in expired:
         notify(
             session,

@@ -12,13 +12,19 @@ from parkspot.state import AppState
 logger = logging.getLogger(__name__)
 
 
+async def expire_no_shows(state: AppState) -> int:
+    """Returns how many reservations became no-shows."""
+    async with state.database.transaction() as session:
+        return len(await service.expire_no_shows(session, state))
+
+
 async def sweep(state: AppState) -> int:
     """One pass; returns how many reservations became no-shows."""
+    expired = await expire_no_shows(state)
     async with state.database.transaction() as session:
-        expired = await service.expire_no_shows(session, state)
         ttl = timedelta(hours=state.settings.idempotency_ttl_hours)
         await idempotency_repository.delete_older_than(session, state.clock() - ttl)
-    return len(expired)
+    return expired
 
 
 async def run_forever(state: AppState) -> None:

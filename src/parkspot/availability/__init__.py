@@ -1,0 +1,1 @@
+"""Live availability: per-lot counts recomputed after commit, cached, mirrored and streamed."""
