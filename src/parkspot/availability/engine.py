@@ -11,7 +11,6 @@
 """
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -62,6 +61,7 @@ class AvailabilityEngine:
         self._idle.set()
         self._bus_down_since: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
         self._local_events = 0
         self._listen_after = "0-0"
         # False until every lot has been counted into the mirror once.
@@ -74,8 +74,8 @@ class AvailabilityEngine:
         ready before), then starts the background loops."""
         await self._first_sync()
         self._tasks = [
-            asyncio.create_task(self._recompute_loop(), name="parkspot-availability"),
             asyncio.create_task(self._listen_loop(), name="parkspot-bus-listener"),
+            asyncio.create_task(self._recompute_loop(), name="parkspot-availability"),
             asyncio.create_task(self._tick_loop(), name="parkspot-availability-tick"),
         ]
 
@@ -92,11 +92,15 @@ class AvailabilityEngine:
         self.ready = True
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        self._stop.set()
+        listener, *others = self._tasks
+        for task in others:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        # A blocking Redis read does not survive cancellation cleanly (the task can hang):
+        # the listener sees _stop once its read returns (reads block briefly) and ends.
+        await asyncio.wait([listener], timeout=5)
+        listener.cancel()
+        await asyncio.wait(self._tasks)
         await self.bus.close()
 
     # --- changes -------------------------------------------------------------------------
@@ -199,7 +203,7 @@ class AvailabilityEngine:
         self._listen_after = snapshot.last_id
 
     async def _listen_loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             try:
                 if self._bus_down_since is not None:
                     await self._sync_with_bus(rebuild=True)
@@ -207,7 +211,7 @@ class AvailabilityEngine:
                     self._bus_down_since = None
                     self.mirror.mark_stale(False)
                 await self.bus.listen(
-                    self._listen_after, self.mirror.apply, self.notifications.deliver
+                    self._listen_after, self.mirror.apply, self.notifications.deliver, self._stop
                 )
             except BusUnavailable as exc:
                 self._bus_lost(exc)

@@ -71,9 +71,14 @@ class Bus(ABC):
 
     @abstractmethod
     async def listen(
-        self, after: str, on_record: AvailabilityListener, on_notification: NotificationListener
+        self,
+        after: str,
+        on_record: AvailabilityListener,
+        on_notification: NotificationListener,
+        stop: asyncio.Event,
     ) -> None:
-        """Hands on every entry after ``after``; returns only by raising BusUnavailable."""
+        """Hands on every entry after ``after`` until ``stop`` is set; raises
+        BusUnavailable."""
 
     async def close(self) -> None:
         return None
@@ -110,11 +115,15 @@ class InProcessBus(Bus):
         return Snapshot(list(self._records.values()), list(self._events), last_id)
 
     async def listen(
-        self, after: str, on_record: AvailabilityListener, on_notification: NotificationListener
+        self,
+        after: str,
+        on_record: AvailabilityListener,
+        on_notification: NotificationListener,
+        stop: asyncio.Event,
     ) -> None:
         self._on_record, self._on_notification = on_record, on_notification
         try:
-            await asyncio.Event().wait()
+            await stop.wait()
         finally:
             self._on_record = self._on_notification = None
 
@@ -129,7 +138,8 @@ class RedisBus(Bus):
         self._events = f"{prefix}:availability:events"
         self._notifications = f"{prefix}:notifications"
         self._events_kept = events_kept
-        self._block_ms = 1000
+        # Short blocks: stopping waits for the read in flight to return (see engine.stop).
+        self._block_ms = 200
         self._redis = Redis.from_url(
             url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
         )
@@ -180,7 +190,11 @@ class RedisBus(Bus):
         )
 
     async def listen(
-        self, after: str, on_record: AvailabilityListener, on_notification: NotificationListener
+        self,
+        after: str,
+        on_record: AvailabilityListener,
+        on_notification: NotificationListener,
+        stop: asyncio.Event,
     ) -> None:
         try:
             notifications_after = await self._last_id(self._notifications)
@@ -188,7 +202,7 @@ class RedisBus(Bus):
                 self._events: after,
                 self._notifications: notifications_after,
             }
-            while True:
+            while not stop.is_set():
                 reply: Any = await self._reader.xread(cursors, block=self._block_ms, count=1000)
                 for stream, entries in reply or []:
                     name = _text(stream)

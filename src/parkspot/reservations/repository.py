@@ -34,6 +34,7 @@ from parkspot.models.operators import MembershipRole
 from parkspot.reservations.schemas import ReservationFilters
 
 SPOT_EXCLUSION = "ex_reservations_spot_id_window"
+NO_SHOW_AFTER = timedelta(milliseconds=1)
 VEHICLE_EXCLUSION = "ex_reservations_vehicle_id_window"
 
 
@@ -379,7 +380,8 @@ async def next_boundaries(
     for lot_id, next_start, next_end, grace_start in (await session.execute(stmt)).all():
         moments = [m for m in (next_start, next_end) if m is not None]
         if grace_start is not None:
-            moments.append(grace_start + grace)
+            # A no-show is due once the grace period is over (the end itself still counts).
+            moments.append(grace_start + grace + NO_SHOW_AFTER)
         if moments:
             boundaries[lot_id] = min(moments)
     return boundaries
