@@ -598,3 +598,24 @@ async def converged(other: AppState, lot_id: int, version: int) -> None:
             if entry is not None and entry.record.lot.version >= version:
                 return
             await anyio.sleep(0.01)
+
+
+async def test_a_committed_notification_reaches_the_users_live_queue_only(
+    client: httpx.AsyncClient, state: AppState, site: Site, driver: Driver, make_user: MakeUser
+) -> None:
+    mine = state.notifications.subscribe(driver.actor.id)
+    other = await make_driver(client, make_user, plate="OTHER1")
+    theirs = state.notifications.subscribe(other.actor.id)
+
+    booked = await book(client, driver, NOW, at(1), spot_id=site.spot("A1")["id"])
+    refused = await book(client, other, NOW, at(1), spot_id=site.spot("A1")["id"])
+    assert booked.status_code == 201, booked.text
+    assert_error(refused, 409)
+
+    with anyio.fail_after(5):
+        await mine.wake.wait()
+    pushed = [json.loads(body) for body in mine.take()]
+    assert [(n["kind"], n["data"]["reservation_id"]) for n in pushed] == [
+        ("reservation_confirmed", booked.json()["id"])
+    ]
+    assert theirs.take() == []
