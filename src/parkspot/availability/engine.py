@@ -206,6 +206,8 @@ class AvailabilityEngine:
         while not self._stop.is_set():
             try:
                 if self._bus_down_since is not None:
+                    # Recount everything only once the bus answers again.
+                    await self.bus.ping()
                     await self._sync_with_bus(rebuild=True)
                     logger.warning("bus back; availability republished")
                     self._bus_down_since = None

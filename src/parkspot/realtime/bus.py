@@ -69,6 +69,10 @@ class Bus(ABC):
     @abstractmethod
     async def snapshot(self) -> Snapshot: ...
 
+    async def ping(self) -> None:
+        """Raises BusUnavailable unless the bus answers (the in-process bus always does)."""
+        return None
+
     @abstractmethod
     async def listen(
         self,
@@ -171,6 +175,12 @@ class RedisBus(Bus):
                         approximate=True,
                     )
                 await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise BusUnavailable(str(exc)) from exc
+
+    async def ping(self) -> None:
+        try:
+            await self._redis.ping()
         except (RedisError, OSError) as exc:
             raise BusUnavailable(str(exc)) from exc
 

@@ -47,10 +47,11 @@ class EventStream(Response):
         lifetime_seconds: float,
         stall_seconds: float,
     ) -> None:
-        super().__init__(
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            media_type=self.media_type,
-        )
+        # Not Response.__init__: given no body it adds "content-length: 0", and a real
+        # server then refuses every byte of the stream (in-process test clients do not).
+        self.status_code = 200
+        self.background = None
+        self.init_headers({"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
         self.subscription = subscription
         self.first = first
         self.on_close = on_close
