@@ -11,6 +11,7 @@
 """
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
@@ -32,6 +33,7 @@ BATCH = 200
 # Outbox rows older than this were left by a process that did not get to recompute them.
 ORPHAN_AFTER = timedelta(seconds=2)
 RETRY_SECONDS = 0.5
+STOP_SECONDS = 4.0
 
 Clock = Callable[[], datetime]
 
@@ -92,15 +94,16 @@ class AvailabilityEngine:
         self.ready = True
 
     async def stop(self) -> None:
+        """Lets each loop finish what it is doing (publishing lots already marked) and end.
+        Cancelling them instead could interrupt a database or Redis call half way, which
+        the drivers do not always survive cleanly."""
         self._stop.set()
-        listener, *others = self._tasks
-        for task in others:
+        self._wake.set()
+        _, late = await asyncio.wait(self._tasks, timeout=STOP_SECONDS)
+        for task in late:
             task.cancel()
-        # A blocking Redis read does not survive cancellation cleanly (the task can hang):
-        # the listener sees _stop once its read returns (reads block briefly) and ends.
-        await asyncio.wait([listener], timeout=5)
-        listener.cancel()
-        await asyncio.wait(self._tasks)
+        if late:
+            await asyncio.wait(late)
         await self.bus.close()
 
     # --- changes -------------------------------------------------------------------------
@@ -116,7 +119,7 @@ class AvailabilityEngine:
         await self._idle.wait()
 
     async def _recompute_loop(self) -> None:
-        while True:
+        while not self._stop.is_set():
             await self._wake.wait()
             self._wake.clear()
             while self._dirty:
@@ -125,12 +128,14 @@ class AvailabilityEngine:
                 try:
                     await self.recompute(batch)
                 except Exception:
-                    # The outbox keeps the change; retry while the database is away.
+                    # The outbox keeps the change: retried here while the database is
+                    # away, and by whichever process starts next if this one stops.
                     logger.exception("availability recompute failed")
                     self._dirty.update(batch)
+                    if self._stop.is_set():
+                        return
                     await asyncio.sleep(RETRY_SECONDS)
-            if not self._dirty:
-                self._idle.set()
+            self._idle.set()
 
     async def recompute(self, lot_ids: Sequence[int], *, due: bool = False) -> list[LotRecord]:
         """Recomputes and publishes the lots; with ``due`` only those whose time boundary
@@ -245,7 +250,10 @@ class AvailabilityEngine:
 
     async def _tick_loop(self) -> None:
         while True:
-            await asyncio.sleep(self.settings.availability_tick_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.availability_tick_seconds)
+            if self._stop.is_set():
+                return
             try:
                 await self.tick()
             except Exception:

@@ -97,12 +97,19 @@ async def _serve(
             await reader
 
 
+async def _refuse(socket: WebSocket, reason: str) -> None:
+    """Closes with 1008. Accepted first: closed during the handshake, a real server answers
+    HTTP 403 instead, and clients (browsers) never see the code."""
+    await socket.accept()
+    await socket.close(POLICY_VIOLATION, reason)
+
+
 async def serve_availability(socket: WebSocket, token: str | None) -> None:
     state = _state(socket)
     try:
         user = await _authenticate(state, token)
     except Unauthorized:
-        await socket.close(POLICY_VIOLATION, "invalid token")
+        await _refuse(socket, "invalid token")
         return
     async with state.database.session(write=False) as session:
         viewer = await service.viewer_for(session, user)
@@ -171,7 +178,7 @@ async def serve_notifications(socket: WebSocket, token: str | None) -> None:
     except Unauthorized:
         user = None
     if user is None:
-        await socket.close(POLICY_VIOLATION, "a valid token is required")
+        await _refuse(socket, "a valid token is required")
         return
     assert user.id is not None
     await socket.accept()
