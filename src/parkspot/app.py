@@ -25,7 +25,7 @@ from parkspot.lots.router import router as lots_router
 from parkspot.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from parkspot.notifications.router import router as notifications_router
 from parkspot.operators.router import router as operators_router
-from parkspot.realtime.bus import Bus, InProcessBus, RedisBus
+from parkspot.realtime.bus import Bus, InProcessBus, RedisBus, redis_client
 from parkspot.realtime.notifications import NotificationHub
 from parkspot.reservations.router import router as reservations_router
 from parkspot.reservations.sweeper import expire_no_shows, run_forever
@@ -53,9 +53,7 @@ def build_state(settings: Settings) -> AppState:
     redis: Redis | None = None
     bus: Bus = InProcessBus(settings.availability_events_kept)
     if settings.redis_url:
-        redis = Redis.from_url(
-            settings.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout
-        )
+        redis = redis_client(settings.redis_url, timeout)
         bus = RedisBus(
             settings.redis_url,
             settings.redis_key_prefix,

@@ -16,6 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from parkspot.availability.schemas import LotRecord
@@ -41,6 +44,19 @@ for i = 2, #ARGV, 3 do
 end
 return ids
 """
+
+
+def redis_client(url: str, timeout_seconds: float, *, read_seconds: float | None = None) -> Redis:
+    """A client whose every call is bounded: ``timeout_seconds`` to connect and to answer
+    (``read_seconds`` when a call blocks on purpose). A dropped pooled connection (Redis
+    restarted) is retried once at once; a timeout is not retried, so a Redis that accepts
+    connections but does not answer costs one timeout, not several."""
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=timeout_seconds,
+        socket_timeout=read_seconds or timeout_seconds,
+        retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+    )
 
 
 class BusUnavailable(Exception):
@@ -144,14 +160,10 @@ class RedisBus(Bus):
         self._events_kept = events_kept
         # Short blocks: stopping waits for the read in flight to return (see engine.stop).
         self._block_ms = 200
-        self._redis = Redis.from_url(
-            url, socket_timeout=timeout_seconds, socket_connect_timeout=timeout_seconds
-        )
+        self._redis = redis_client(url, timeout_seconds)
         # The blocking read waits up to _block_ms on top of the usual timeout.
-        self._reader = Redis.from_url(
-            url,
-            socket_timeout=timeout_seconds + self._block_ms / 1000,
-            socket_connect_timeout=timeout_seconds,
+        self._reader = redis_client(
+            url, timeout_seconds, read_seconds=timeout_seconds + self._block_ms / 1000
         )
         self._publish = self._redis.register_script(_PUBLISH)
 
