@@ -116,3 +116,18 @@ async def test_requests_while_the_database_is_unreachable_get_503_not_500(
 
     assert_error(response, 503, "database_unavailable")
     assert int(response.headers["Retry-After"]) > 0
+
+
+async def test_the_openapi_document_and_the_interactive_docs_are_served(
+    client: httpx.AsyncClient,
+) -> None:
+    schema = await client.get("/openapi.json")
+    docs = await client.get("/docs")
+
+    assert schema.status_code == 200, schema.text
+    paths = schema.json()["paths"]
+    assert (
+        "text/event-stream"
+        in paths["/api/v1/availability/stream"]["get"]["responses"]["200"]["content"]
+    )
+    assert docs.status_code == 200

@@ -63,7 +63,7 @@ async def list_availability(
     return json_response(list_body(entries), list_etag(entries), if_none_match)
 
 
-@router.get("/stream", response_class=EventStream)
+@router.get("/stream", response_class=EventStream, status_code=200)
 async def stream_availability(
     query: Annotated[AvailabilityQuery, Query()],
     user: OptionalUser,
