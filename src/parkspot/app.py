@@ -18,6 +18,7 @@ from parkspot.availability.router import router as availability_router
 from parkspot.config import Settings, get_settings
 from parkspot.db.engine import create_engine
 from parkspot.db.session import Database
+from parkspot.devices.router import router as devices_router
 from parkspot.errors import ErrorResponse, install_error_handlers
 from parkspot.health import router as health_router
 from parkspot.lots.pricing import BillingPolicy
@@ -127,6 +128,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         reservations_router,
         notifications_router,
         availability_router,
+        devices_router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -52,12 +52,17 @@ async def lots(session: AsyncSession, lot_ids: Sequence[int]) -> list[Lot]:
     return list((await session.execute(select(Lot).where(col(Lot.id).in_(lot_ids)))).scalars())
 
 
-async def spots(session: AsyncSession, lot_ids: Sequence[int]) -> list[tuple[int, int, str, bool]]:
-    """(spot id, lot id, kind, out of service) of every spot of the lots."""
-    stmt = select(
-        col(Spot.id), col(Spot.lot_id), col(Spot.kind), col(Spot.is_out_of_service)
-    ).where(col(Spot.lot_id).in_(lot_ids))
-    return [tuple(row) for row in (await session.execute(stmt)).all()]  # type: ignore[misc]
+async def spots(
+    session: AsyncSession, lot_ids: Sequence[int]
+) -> list[tuple[int, int, str, bool, bool | None]]:
+    """(spot id, lot id, kind, out of service, sensor occupied) of every spot of the lots."""
+    # add_columns: sqlmodel's select() is typed for at most four columns.
+    stmt = (
+        select(col(Spot.id), col(Spot.lot_id), col(Spot.kind), col(Spot.is_out_of_service))
+        .add_columns(col(Spot.sensor_occupied))
+        .where(col(Spot.lot_id).in_(lot_ids))
+    )
+    return [tuple(row) for row in (await session.execute(stmt)).all()]
 
 
 async def save_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

@@ -50,8 +50,8 @@ async def count(
     boundaries = await reservation_repository.next_boundaries(session, lot_ids, now, grace)
     states: dict[int, dict[SpotState, int]] = defaultdict(lambda: dict.fromkeys(SpotState, 0))
     kinds: dict[int, dict[SpotKind, list[int]]] = defaultdict(dict)
-    for spot_id, lot_id, kind, out_of_service in spots:
-        state = spot_state(out_of_service, statuses.get(spot_id))
+    for spot_id, lot_id, kind, out_of_service, sensor_occupied in spots:
+        state = spot_state(out_of_service, statuses.get(spot_id), sensor_occupied)
         states[lot_id][state] += 1
         if state is not SpotState.out_of_service:
             capacity_free = kinds[lot_id].setdefault(SpotKind(kind), [0, 0])

@@ -185,11 +185,14 @@ _STATE_OF_STATUS = {
 }
 
 
-def spot_state(out_of_service: bool, status: str | None) -> SpotState:
-    """Out of service, occupied (a stay is checked in), reserved (a reservation covers now)
-    or available; ``status`` is the spot's entry from ``current_status_*``."""
+def spot_state(out_of_service: bool, status: str | None, sensor_occupied: bool | None) -> SpotState:
+    """Out of service, occupied (a stay is checked in or the spot's sensor says so),
+    reserved (a reservation covers now) or available; ``status`` is the spot's entry from
+    ``current_status_*``. A sensor saying free does not end a checked-in stay."""
     if out_of_service:
         return SpotState.out_of_service
+    if sensor_occupied:
+        return SpotState.occupied
     if status is None:
         return SpotState.available
     return _STATE_OF_STATUS.get(ReservationStatus(status), SpotState.available)
@@ -202,7 +205,7 @@ async def to_reads(session: AsyncSession, spots: Sequence[Spot], now: datetime) 
     reads = []
     for spot in spots:
         assert spot.id is not None
-        state = spot_state(spot.is_out_of_service, statuses.get(spot.id))
+        state = spot_state(spot.is_out_of_service, statuses.get(spot.id), spot.sensor_occupied)
         reads.append(
             SpotRead(
                 id=spot.id,

@@ -1,6 +1,7 @@
 """Table models, imported together so Alembic and tests see the whole schema."""
 
 from parkspot.models.base import metadata
+from parkspot.models.devices import Device, DeviceKind
 from parkspot.models.idempotency import IdempotencyKey
 from parkspot.models.lot_availability import AvailabilityChange, LotAvailability
 from parkspot.models.lots import Lot, Spot, SpotKind, Visibility
@@ -19,6 +20,8 @@ __all__ = [
     "ACTIVE_STATUSES",
     "AuthSession",
     "AvailabilityChange",
+    "Device",
+    "DeviceKind",
     "IdempotencyKey",
     "Lot",
     "LotAvailability",

@@ -67,4 +67,8 @@ class Spot(SQLModel, table=True):
     level: str | None = Field(default=None, max_length=16)
     kind: str = Field(default=SpotKind.standard, max_length=16)
     is_out_of_service: bool = Field(default=False)
+    # The spot's sensor: occupied or not as of ``sensor_observed_at``; None with no
+    # sensor report yet.
+    sensor_occupied: bool | None = Field(default=None)
+    sensor_observed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,0 +1,1 @@
+"""Devices of a lot: their keys, and the reports of spot sensors."""

@@ -1,0 +1,40 @@
+"""Dependencies that load a device: one the caller manages, or the device making the request
+(by its ``X-Device-Key``)."""
+
+from typing import Annotated
+
+from fastapi import Depends, Path
+from fastapi.security import APIKeyHeader
+
+from parkspot.deps import CurrentUser, SessionDep, StateDep
+from parkspot.devices import service
+from parkspot.models import Device, DeviceKind
+from parkspot.validation import MAX_ID
+
+DeviceId = Annotated[int, Path(ge=1, le=MAX_ID)]
+
+# auto_error=False: a missing key is answered in the one error shape, not FastAPI's.
+_device_key = APIKeyHeader(
+    name="X-Device-Key",
+    scheme_name="DeviceKey",
+    description="The key shown once when the device was created",
+    auto_error=False,
+)
+DeviceKey = Annotated[str | None, Depends(_device_key)]
+
+
+async def get_managed_device(device_id: DeviceId, user: CurrentUser, session: SessionDep) -> Device:
+    return await service.get_managed_device(session, user, device_id)
+
+
+async def get_device(key: DeviceKey, session: SessionDep, state: StateDep) -> Device:
+    return await service.authenticate(session, key, state.clock())
+
+
+async def get_spot_sensor(device: Annotated[Device, Depends(get_device)]) -> Device:
+    service.require_kind(device, DeviceKind.spot_sensor)
+    return device
+
+
+ManagedDevice = Annotated[Device, Depends(get_managed_device)]
+SpotSensor = Annotated[Device, Depends(get_spot_sensor)]
