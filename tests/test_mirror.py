@@ -115,12 +115,14 @@ def test_marking_stale_flags_every_record_and_changes_the_etags() -> None:
 
     assert fresh is not None
     assert stale is not None
-    assert stale.record.lot.stale
     assert b'"stale":true' in stale.body
     assert stale.etag != fresh.etag
-    assert [entry.record.lot.stale for _, entry in watcher.take()] == [True]
+    assert [b'"stale":true' in entry.body for _, entry in watcher.take()] == [True]
     mirror.apply("2-0", lot_record(1, 2))
-    assert mirror.entries[1].record.lot.stale
+    assert b'"stale":true' in mirror.entries[1].body
+
+    mirror.mark_stale(False)
+    assert b'"stale":false' in mirror.entries[1].body
 
 
 # --- the event stream ------------------------------------------------------------------

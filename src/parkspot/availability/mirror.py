@@ -19,15 +19,20 @@ from parkspot.lots.geo import BBox
 
 @dataclass(frozen=True, slots=True)
 class Entry:
-    """A record with its response body and entity tag, made once per version."""
+    """A record as published, with its response body and entity tag, made once per version
+    (and again when the mirror's staleness flips)."""
 
     record: LotRecord
     body: bytes
     etag: str
 
     @classmethod
-    def of(cls, record: LotRecord) -> "Entry":
+    def of(cls, record: LotRecord, *, mirror_stale: bool = False) -> "Entry":
+        """``mirror_stale``: served as stale whatever the record says (this process cannot
+        see other processes' changes)."""
         lot = record.lot
+        if mirror_stale and not lot.stale:
+            lot = lot.model_copy(update={"stale": True})
         stale = "s" if lot.stale else ""
         return cls(record, lot.model_dump_json().encode(), f'"{lot.lot_id}-{lot.version}{stale}"')
 
@@ -119,11 +124,7 @@ class Mirror:
         current = self.entries.get(record.lot.lot_id)
         if current is not None and current.record.lot.version >= record.lot.version:
             return False
-        if self.stale:
-            record = record.model_copy(
-                update={"lot": record.lot.model_copy(update={"stale": True})}
-            )
-        entry = Entry.of(record)
+        entry = Entry.of(record, mirror_stale=self.stale)
         if record.deleted:
             self.entries.pop(record.lot.lot_id, None)
         else:
@@ -150,17 +151,16 @@ class Mirror:
             self._update(self.last_event_id, record)
 
     def mark_stale(self, stale: bool) -> None:
-        """Flags every record (and tells subscribers) while other processes' changes may be
-        missing."""
+        """Serves every record as stale (and tells subscribers) while other processes'
+        changes may be missing; a record stale of itself stays so afterwards."""
         if stale == self.stale:
             return
         self.stale = stale
         for lot_id, entry in list(self.entries.items()):
-            record = _with_stale(entry.record, stale)
-            fresh = Entry.of(record)
+            fresh = Entry.of(entry.record, mirror_stale=stale)
             self.entries[lot_id] = fresh
             for subscription in self.subscriptions:
-                if subscription.matches(record):
+                if subscription.matches(entry.record):
                     subscription.push(self.last_event_id, fresh)
 
     # --- reads ---------------------------------------------------------------------------
@@ -202,10 +202,6 @@ class Mirror:
             if subscription.matches(entry.record):
                 subscription.push(later_id, entry)
         return True
-
-
-def _with_stale(record: LotRecord, stale: bool) -> LotRecord:
-    return record.model_copy(update={"lot": record.lot.model_copy(update={"stale": stale})})
 
 
 def lots_json(entries: Sequence[Entry]) -> bytes:
