@@ -58,7 +58,8 @@ async def _authenticate(state: AppState, token: str | None) -> User | None:
 
 
 async def _send(socket: WebSocket, state: AppState, text: str) -> None:
-    await asyncio.wait_for(socket.send_text(text), state.settings.stream_stall_timeout_seconds)
+    async with asyncio.timeout(state.settings.stream_stall_timeout_seconds):
+        await socket.send_text(text)
 
 
 async def _serve(
