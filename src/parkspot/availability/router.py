@@ -7,13 +7,14 @@ from fastapi import APIRouter, Header, Path, Query, WebSocket
 from fastapi.responses import Response
 
 from parkspot.availability import service
-from parkspot.availability.mirror import LotFilter, list_body, list_etag
+from parkspot.availability.mirror import LotFilter, Viewer, list_body, list_etag
 from parkspot.availability.schemas import AvailabilityList, AvailabilityQuery, LotAvailabilityRead
 from parkspot.deps import OptionalUser, SessionDep, StateDep
 from parkspot.lots import geo
 from parkspot.lots.exceptions import LotNotFound
 from parkspot.realtime import websocket
 from parkspot.realtime.sse import EventStream, event
+from parkspot.state import AppState
 from parkspot.validation import MAX_ID, SINGLE_LINE
 
 router = APIRouter(prefix="/availability", tags=["availability"])
@@ -23,7 +24,7 @@ _NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
 }
 
 
-def _filter_of(query: AvailabilityQuery) -> LotFilter:
+def filter_of(query: AvailabilityQuery) -> LotFilter:
     return LotFilter(
         lot_ids=frozenset(query.lot_id) if query.lot_id else None,
         bbox=geo.parse_bbox(query.bbox) if query.bbox else None,
@@ -45,6 +46,9 @@ def json_response(body: bytes, etag: str, if_none_match: str | None) -> Response
     return Response(body, media_type="application/json", headers=headers)
 
 
+# Event ids look like Redis stream ids (``1732000000000-0``) or ``local-N``.
+EVENT_ID = r"^[A-Za-z0-9-]*$"
+
 IfNoneMatch = Annotated[str | None, Header(max_length=1024, pattern=SINGLE_LINE)]
 
 
@@ -59,7 +63,7 @@ async def list_availability(
     """Every lot the caller may see (or those of ``lot_id`` / inside ``bbox``), by lot id,
     from this process's mirror."""
     viewer = await service.viewer_for(session, user)
-    entries = state.mirror.select(viewer, _filter_of(query))
+    entries = state.mirror.select(viewer, filter_of(query))
     return json_response(list_body(entries), list_etag(entries), if_none_match)
 
 
@@ -69,15 +73,22 @@ async def stream_availability(
     user: OptionalUser,
     session: SessionDep,
     state: StateDep,
-    last_event_id: Annotated[str | None, Header(max_length=64, pattern=r"^[A-Za-z0-9-]*$")] = None,
+    last_event_id: Annotated[str | None, Header(max_length=64, pattern=EVENT_ID)] = None,
 ) -> EventStream:
     """Server-sent events: ``snapshot`` (data `{"lots": [...]}`), then one ``availability``
     event per change. With ``Last-Event-ID`` inside the replay window the missed changes
     come first (latest per lot) instead of a snapshot. A ``: keep-alive`` comment is sent
     every `stream_keepalive_seconds`; the stream ends after `stream_max_lifetime_seconds`."""
-    settings, mirror = state.settings, state.mirror
     viewer = await service.viewer_for(session, user)
-    lot_filter = _filter_of(query)
+    return open_stream(state, viewer, filter_of(query), last_event_id)
+
+
+def open_stream(
+    state: AppState, viewer: Viewer, lot_filter: LotFilter, last_event_id: str | None
+) -> EventStream:
+    """The stream of the lots the viewer may see and the filter takes: the missed changes
+    after ``last_event_id`` when it is in the replay window, else a snapshot first."""
+    settings, mirror = state.settings, state.mirror
     subscription = mirror.subscribe(viewer, [lot_filter])
     first = b"retry: %d\n\n" % settings.stream_retry_ms
     if not last_event_id or not mirror.replay_after(last_event_id, subscription):
