@@ -1,6 +1,7 @@
 """Reusable pieces of every scenario: the run's configuration, throwaway PostgreSQL
-databases, a real ``parkspot serve`` process, free ports, CPU accounting, latency
-percentiles, machine facts and the result record."""
+databases, a real ``parkspot serve`` process (and the bare ASGI ceilings on its uvicorn
+settings), a Redis to use, free ports, CPU and memory accounting, latency percentiles,
+machine facts and the result record."""
 
 import asyncio
 import contextlib
@@ -19,8 +20,11 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy.engine import URL, make_url
 
 from bench import loadgen
@@ -233,7 +237,6 @@ async def parkspot_server(
     """``parkspot serve`` in its own process (working directory: the scratch folder, so no
     ``.env`` is read), ready when /readyz answers 200; stopped (SIGINT, then SIGKILL) on exit."""
     port = free_port()
-    log_path = config.work_dir / f"server-{port}.log"
     env = server_env(
         database.sqlalchemy_url,
         config.work_dir,
@@ -246,25 +249,56 @@ async def parkspot_server(
     ).render_as_string(hide_password=True)
     args = [str(config.parkspot), "serve", "--host", LOOPBACK, "--port", str(port)]
     args += ["--workers", str(workers)]
+    log_path = config.work_dir / f"server-{port}.log"
+    async with _served(args, env, log_path, port, "parkspot serve", ready_timeout) as pid:
+        yield Server(LOOPBACK, port, pid, log_path, settings)
+
+
+@asynccontextmanager
+async def asgi_app_server(
+    config: BenchConfig, app: str, *, ready_timeout: float = 60.0
+) -> AsyncIterator[Server]:
+    """One of bench/ceiling_apps.py's bare ASGI apps, served by uvicorn with the settings
+    ``parkspot serve --workers 1`` uses, in its own process; ready when /readyz answers 200."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PARKSPOT_")}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH")) if p)
+    args = [sys.executable, "-m", "bench.ceiling_apps", app, "--port", str(port)]
+    log_path = config.work_dir / f"server-{port}.log"
+    async with _served(args, env, log_path, port, f"ceiling app {app}", ready_timeout) as pid:
+        yield Server(LOOPBACK, port, pid, log_path, {"app": app})
+
+
+@asynccontextmanager
+async def _served(
+    args: Sequence[str],
+    env: Mapping[str, str],
+    log_path: Path,
+    port: int,
+    name: str,
+    ready_timeout: float,
+) -> AsyncIterator[int]:
+    """The pid of a server process (working directory: the log's folder) listening on
+    ``port``, once /readyz answers."""
     with log_path.open("wb") as log:
         proc = await asyncio.create_subprocess_exec(
-            *args, env=env, cwd=config.work_dir, stdout=log, stderr=subprocess.STDOUT
+            *args, env=dict(env), cwd=log_path.parent, stdout=log, stderr=subprocess.STDOUT
         )
     try:
-        await _wait_ready(proc, port, log_path, ready_timeout)
-        yield Server(LOOPBACK, port, proc.pid, log_path, settings)
+        await _wait_ready(proc, port, log_path, ready_timeout, name)
+        yield proc.pid
     finally:
         await _stop(proc)
 
 
 async def _wait_ready(
-    proc: asyncio.subprocess.Process, port: int, log_path: Path, seconds: float
+    proc: asyncio.subprocess.Process, port: int, log_path: Path, seconds: float, name: str
 ) -> None:
     deadline = time.monotonic() + seconds
     request = loadgen.http_request("GET", "/readyz", f"{LOOPBACK}:{port}")
     while time.monotonic() < deadline:
         if proc.returncode is not None:
-            raise RuntimeError(f"parkspot serve exited ({proc.returncode}):\n{tail(log_path)}")
+            raise RuntimeError(f"{name} exited ({proc.returncode}):\n{tail(log_path)}")
         try:
             status, _ = await loadgen.fetch(LOOPBACK, port, request, seconds=2.0)
             if status == 200:
@@ -272,7 +306,7 @@ async def _wait_ready(
         except (OSError, TimeoutError, loadgen.ProtocolError):
             pass
         await asyncio.sleep(0.1)
-    raise TimeoutError(f"parkspot serve not ready after {seconds:.0f} s:\n{tail(log_path)}")
+    raise TimeoutError(f"{name} not ready after {seconds:.0f} s:\n{tail(log_path)}")
 
 
 async def _stop(proc: asyncio.subprocess.Process) -> None:
@@ -284,6 +318,95 @@ async def _stop(proc: asyncio.subprocess.Process) -> None:
     except TimeoutError:
         proc.kill()
         await proc.wait()
+
+
+# --- Redis -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BenchRedis:
+    """A Redis for one scenario: ``url``, and a key prefix no other run uses."""
+
+    url: str
+    prefix: str
+    pid: int | None  # a redis-server of our own, on a free port; None: --redis-url's
+
+    @property
+    def address(self) -> tuple[str, int]:
+        parts = urlsplit(self.url)
+        return parts.hostname or LOOPBACK, parts.port or 6379
+
+    def server_env(self) -> dict[str, str]:
+        """The parkspot server's settings to use it."""
+        return {"PARKSPOT_REDIS_URL": self.url, "PARKSPOT_REDIS_KEY_PREFIX": self.prefix}
+
+
+# A private server takes as many clients as its open-file limit allows (fan-out ceilings
+# connect thousands of subscribers), from any loopback address (they are spread over
+# 127.0.0.x; it listens on 127.0.0.1 only); no persistence, nothing on disk.
+_REDIS_ARGS = (
+    *("--save", "", "--appendonly", "no"),
+    *("--maxclients", "19000", "--protected-mode", "no"),
+)
+
+
+@asynccontextmanager
+async def bench_redis(config: BenchConfig) -> AsyncIterator[BenchRedis]:
+    """``config.redis_url`` with a key prefix of this run's own (its keys are deleted at the
+    end); without one, a private ``redis-server`` on a free port, stopped at the end."""
+    prefix = f"parkspot-bench-{secrets.token_hex(4)}"
+    if config.redis_url:
+        try:
+            yield BenchRedis(config.redis_url, prefix, pid=None)
+        finally:
+            await _delete_keys(config.redis_url, prefix)
+        return
+    port = free_port()
+    args = [
+        require_tool("redis-server", "install Redis, or pass --redis-url"),
+        "--bind",
+        LOOPBACK,
+        "--port",
+        str(port),
+    ]
+    args += [*_REDIS_ARGS, "--dir", str(config.work_dir)]
+    log_path = config.work_dir / f"redis-{port}.log"
+    with log_path.open("wb") as log:
+        proc = await asyncio.create_subprocess_exec(
+            *args, cwd=config.work_dir, stdout=log, stderr=subprocess.STDOUT
+        )
+    url = f"redis://{LOOPBACK}:{port}/0"
+    try:
+        await _wait_redis(proc, url, log_path)
+        yield BenchRedis(url, prefix, pid=proc.pid)
+    finally:
+        await _stop(proc)
+
+
+async def _wait_redis(proc: asyncio.subprocess.Process, url: str, log_path: Path) -> None:
+    client = Redis.from_url(url, socket_connect_timeout=1.0)
+    try:
+        for _ in range(100):
+            if proc.returncode is not None:
+                raise RuntimeError(f"redis-server exited ({proc.returncode}):\n{tail(log_path)}")
+            try:
+                await client.ping()
+                return
+            except (RedisError, OSError):
+                await asyncio.sleep(0.1)
+    finally:
+        await client.aclose()
+    raise TimeoutError(f"redis-server not ready:\n{tail(log_path)}")
+
+
+async def _delete_keys(url: str, prefix: str) -> None:
+    client = Redis.from_url(url)
+    try:
+        keys = [key async for key in client.scan_iter(match=f"{prefix}:*", count=1000)]
+        if keys:
+            await client.delete(*keys)
+    finally:
+        await client.aclose()
 
 
 def tail(path: Path, lines: int = 40) -> str:
@@ -317,8 +440,8 @@ def _proc_stat(pid: int) -> tuple[int, float] | None:
     return int(fields[1]), sum(int(f) for f in fields[11:15]) / _TICKS
 
 
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds used so far by a process and its descendants."""
+def _process_tree(pid: int) -> dict[int, float]:
+    """CPU seconds of a process and of each of its descendants, by pid."""
     parents: dict[int, int] = {}
     cpu: dict[int, float] = {}
     for entry in Path("/proc").iterdir():
@@ -334,7 +457,24 @@ def process_tree_cpu(pid: int) -> float:
             if parent in tree and child not in tree:
                 tree.add(child)
                 grew = True
-    return sum(cpu.get(p, 0.0) for p in tree)
+    return {p: cpu.get(p, 0.0) for p in tree}
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds used so far by a process and its descendants."""
+    return sum(_process_tree(pid).values())
+
+
+def process_tree_rss(pid: int) -> int:
+    """Resident memory (VmRSS, bytes) of a process and its descendants, 0 when gone."""
+    total = 0
+    for member in _process_tree(pid):
+        with contextlib.suppress(OSError, ValueError):
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+    return total
 
 
 def _cpu_of(pids: Iterable[int]) -> dict[int, float]:
@@ -566,10 +706,10 @@ def git_info() -> dict[str, Any]:
     }
 
 
-def require_tool(name: str) -> str:
+def require_tool(name: str, hint: str = "it comes with the PostgreSQL client tools") -> str:
     path = shutil.which(name)
     if path is None:
-        raise RuntimeError(f"{name} is not on PATH (it comes with the PostgreSQL client tools)")
+        raise RuntimeError(f"{name} is not on PATH ({hint})")
     return path
 
 

@@ -20,7 +20,7 @@ import resource
 import time
 import traceback
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
 from typing import Any, Protocol
@@ -215,6 +215,14 @@ class LoadResult:
 # --- inside a worker process -----------------------------------------------------------
 
 
+def raise_open_file_limit() -> int:
+    """Raises this process's open-file limit to its hard limit (thousands of connections
+    per process); returns the limit."""
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    return hard
+
+
 def _cpu_seconds() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -336,12 +344,12 @@ def run_load(
     for worker in workers:
         worker.start()
     try:
-        _wait_for(messages, "ready", processes, 60.0)
+        wait_for_reports(messages, "ready", processes, 60.0)
         start = time.monotonic() + 0.05
         start_at.value = start
         go.set()
         budget = warmup + (duration if duration is not None else 0.0) + timeout
-        parts = _wait_for(messages, "result", processes, budget)
+        parts = wait_for_reports(messages, "result", processes, budget)
     finally:
         go.set()
         for worker in workers:
@@ -355,16 +363,27 @@ def run_load(
     return total
 
 
-def _wait_for(
-    messages: "multiprocessing.Queue[tuple[str, Any]]", kind: str, count: int, timeout: float
+def wait_for_reports(
+    messages: "multiprocessing.Queue[tuple[str, Any]]",
+    kind: str,
+    count: int,
+    timeout: float,
+    alive: Callable[[], bool] | None = None,
 ) -> list[Any]:
+    """Blocks until ``count`` (tag, value) reports tagged ``kind`` arrived and returns their
+    values; a worker's ``error`` report raises RuntimeError, silence past ``timeout``
+    TimeoutError, and so does ``alive()`` turning false (a worker died)."""
     deadline = time.monotonic() + timeout
     got: list[Any] = []
     while len(got) < count:
+        wait = max(0.1, deadline - time.monotonic())
         try:
-            tag, value = messages.get(timeout=max(0.1, deadline - time.monotonic()))
+            tag, value = messages.get(timeout=min(wait, 1.0) if alive else wait)
         except queue.Empty:
-            raise TimeoutError(f"load worker(s) did not report {kind!r} in time") from None
+            if alive is not None and alive() and time.monotonic() < deadline:
+                continue
+            problem = "died" if alive is not None and not alive() else "did not report"
+            raise TimeoutError(f"load worker(s) {problem} ({kind!r})") from None
         if tag == "error":
             raise RuntimeError(f"load worker failed:\n{value}")
         if tag == kind:

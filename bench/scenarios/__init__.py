@@ -5,6 +5,25 @@ from bench.scenarios.registry import Scenario
 
 
 def all_scenarios() -> dict[str, Scenario]:
-    from bench.scenarios import s2_booking, s3_conflict_storm
+    from bench.scenarios import (
+        s1_cached_reads,
+        s2_booking,
+        s3_conflict_storm,
+        s5_sse_fanout,
+        s6_ws_fanout,
+        s7_reconnect_storm,
+        s8_stalled_subscriber,
+    )
 
-    return {s.id: s for s in (s2_booking.SCENARIO, s3_conflict_storm.SCENARIO)}
+    return {
+        s.id: s
+        for s in (
+            s1_cached_reads.SCENARIO,
+            s2_booking.SCENARIO,
+            s3_conflict_storm.SCENARIO,
+            s5_sse_fanout.SCENARIO,
+            s6_ws_fanout.SCENARIO,
+            s7_reconnect_storm.SCENARIO,
+            s8_stalled_subscriber.SCENARIO,
+        )
+    }
