@@ -83,7 +83,13 @@ class Subscription:
         self.closed = False
 
     def matches(self, record: LotRecord) -> bool:
-        return self.viewer.can_see(record) and any(f.matches(record) for f in self.filters)
+        # Runs once per subscriber for every change: a plain loop, no generator.
+        if not self.viewer.can_see(record):
+            return False
+        for lot_filter in self.filters:  # noqa: SIM110
+            if lot_filter.matches(record):
+                return True
+        return False
 
     def push(self, event_id: str, entry: Entry) -> None:
         # Re-inserted so the lots go out in the order of their latest change.
