@@ -82,7 +82,9 @@ async def trace(
 ) -> tuple[httpx.Response, list[str]]:
     """Runs ``action`` against an in-process app on ``database`` and returns its response
     and the normalised statements it sent. The app is built like the served one (same key,
-    no Redis); it changes the database, so give it a scratch copy."""
+    no Redis); it changes the database, so give it a scratch copy. The availability
+    recount that follows a commit is a transaction of its own, not the request's: it is
+    kept out of the trace."""
     settings = Settings(
         _env_file=None,
         database_url=database.sqlalchemy_url,
@@ -90,6 +92,7 @@ async def trace(
         secret_key=SECRET_KEY,
         data_dir=work_dir / "trace",
         sweep_interval_seconds=3600,
+        availability_tick_seconds=3600,
     )
     app = create_app(settings)
     statements: list[str] = []
@@ -99,12 +102,17 @@ async def trace(
 
     lifespan: AbstractAsyncContextManager[Any] = _lifespan(app)
     async with lifespan:
+        app.state.parkspot.database.on_lots_changed = _ignore
         engine = app.state.parkspot.database.engine.sync_engine
         event.listen(engine, "before_cursor_execute", capture)
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
             response = await action(client)
     return response, [s for s in statements if s not in _SKIPPED]
+
+
+def _ignore(_: object) -> None:
+    pass
 
 
 def _lifespan(app: FastAPI) -> AbstractAsyncContextManager[Any]:

@@ -64,6 +64,7 @@ async def recount(state: AppState, lot_id: int) -> Json:
             state.clock(),
             timedelta(minutes=state.settings.no_show_grace_minutes),
             state.settings.availability_almost_full_ratio,
+            timedelta(seconds=state.settings.device_silence_seconds),
         )
     return counted[lot_id].record.lot.model_dump(mode="json", exclude={"version", "updated_at"})
 
@@ -102,6 +103,8 @@ async def test_a_new_lot_is_published_with_every_spot_free(
         "out_of_service": 0,
         "by_kind": {"standard": {"capacity": 3, "free": 3}},
         "status": "open",
+        "occupancy_source": "reservations",
+        "device_data_at": None,
         "stale": False,
     }
     assert body["version"] >= 1

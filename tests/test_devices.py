@@ -4,7 +4,6 @@ sensor reports move the spots' states and the lot's availability."""
 
 import hashlib
 import random
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,6 +14,7 @@ import pytest
 from parkspot.models import Device, Role, Spot
 from parkspot.state import AppState
 from tests.conftest import MakeOperator, MakeUser, assert_error
+from tests.device_helpers import Json, Sensor, add_device, availability, counts
 from tests.lot_helpers import LOTS, add_member
 from tests.reservation_helpers import (
     NOW,
@@ -29,7 +29,6 @@ from tests.reservation_helpers import (
 )
 
 SPOT_EVENTS = "/api/v1/device/spot-events"
-Json = dict[str, Any]
 
 
 @pytest.fixture(autouse=True)
@@ -40,29 +39,6 @@ def frozen(state: AppState) -> None:
 @pytest.fixture
 async def site(client: httpx.AsyncClient, make_user: MakeUser, make_operator: MakeOperator) -> Site:
     return await make_site(client, make_user, make_operator, spots=3)
-
-
-@dataclass
-class Sensor:
-    device: Json
-    key: str
-
-    @property
-    def headers(self) -> dict[str, str]:
-        return {"X-Device-Key": self.key}
-
-
-async def add_device(
-    client: httpx.AsyncClient, site: Site, kind: str = "spot_sensor", name: str = "Level 0"
-) -> Sensor:
-    response = await client.post(
-        f"{LOTS}/{site.lot_id}/devices",
-        json={"name": name, "kind": kind},
-        headers=site.manager.headers,
-    )
-    assert response.status_code == 201, response.text
-    body: Json = response.json()
-    return Sensor(body, body["key"])
 
 
 def event(spot: str, occupied: bool, observed_at: datetime = NOW) -> Json:
@@ -84,21 +60,6 @@ async def spot_states(client: httpx.AsyncClient, site: Site) -> dict[str, str]:
     response = await client.get(f"{LOTS}/{site.lot_id}/spots")
     assert response.status_code == 200, response.text
     return {spot["label"]: spot["state"] for spot in response.json()["items"]}
-
-
-async def availability(client: httpx.AsyncClient, state: AppState, site: Site) -> Json:
-    await state.availability.settle()
-    response = await client.get(f"/api/v1/availability/{site.lot_id}")
-    assert response.status_code == 200, response.text
-    body: Json = response.json()
-    return body
-
-
-def counts(body: Json) -> tuple[int, int, int, int]:
-    """(free, reserved, occupied, capacity), checking that the first three add up."""
-    free, reserved, occupied = body["free"], body["reserved"], body["occupied"]
-    assert free + reserved + occupied == body["capacity"], body
-    return free, reserved, occupied, body["capacity"]
 
 
 async def sensor_columns(state: AppState, spot_id: int) -> tuple[bool | None, datetime | None]:

@@ -279,7 +279,7 @@ async def test_an_outbox_row_left_by_a_process_that_died_before_recounting_is_st
                 spot.is_out_of_service = True
                 session.add(
                     AvailabilityChange(
-                        lot_id=site.lot_id, created_at=utcnow() - timedelta(seconds=10)
+                        lot_id=site.lot_id, created_at=utcnow() - timedelta(minutes=1)
                     )
                 )
             record = (await stream.next_event()).json()

@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     availability_almost_full_ratio: float = Field(default=0.1, ge=0, le=1)
     availability_tick_seconds: float = Field(default=0.25, gt=0)
     availability_stale_after_seconds: float = Field(default=5.0, gt=0)
+    # A lot whose occupancy comes from sensors or a counter is stale once its devices
+    # have been silent this long.
+    device_silence_seconds: float = Field(default=600.0, gt=0)
     availability_events_kept: int = Field(default=1000, ge=10, le=1_000_000)
     stream_keepalive_seconds: float = Field(default=15.0, gt=0)
     stream_max_lifetime_seconds: float = Field(default=3600.0, gt=0)

@@ -5,7 +5,8 @@
   outbox rows, counts, bumps the versions and commits, then publishes to the bus.
 - The bus's events come back through ``listen`` into the mirror (also for this process's
   own changes), so every process applies the same events in the same order.
-- A tick recomputes lots whose time boundary has come (one process per lot, by row lock),
+- A tick recomputes lots whose time boundary has come (a reservation starting or ending, a
+  no-show due, a lot's devices going silent; one process per lot, by row lock),
   lots left in the outbox by a process that died, and flags the mirror stale while the
   bus is unreachable. When the bus comes back every lot is recomputed and republished.
 """
@@ -30,8 +31,9 @@ logger = logging.getLogger(__name__)
 
 # Lots recomputed in one transaction.
 BATCH = 200
-# Outbox rows older than this were left by a process that did not get to recompute them.
-ORPHAN_AFTER = timedelta(seconds=2)
+# Outbox rows older than this were left by a process that did not get to recompute them
+# (a busy process may take a few seconds to get round to its own).
+ORPHAN_AFTER = timedelta(seconds=10)
 RETRY_SECONDS = 0.5
 STOP_SECONDS = 4.0
 
@@ -58,6 +60,7 @@ class AvailabilityEngine:
         # Runs before due lots are recomputed (expiring no-shows, which marks their lots).
         self._before_boundaries = before_boundaries
         self._dirty: set[int] = set()
+        self._in_flight: set[int] = set()
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -125,6 +128,7 @@ class AvailabilityEngine:
             while self._dirty:
                 batch = sorted(self._dirty)[:BATCH]
                 self._dirty.difference_update(batch)
+                self._in_flight.update(batch)
                 try:
                     await self.recompute(batch)
                 except Exception:
@@ -135,6 +139,8 @@ class AvailabilityEngine:
                     if self._stop.is_set():
                         return
                     await asyncio.sleep(RETRY_SECONDS)
+                finally:
+                    self._in_flight.difference_update(batch)
             self._idle.set()
 
     async def recompute(self, lot_ids: Sequence[int], *, due: bool = False) -> list[LotRecord]:
@@ -149,7 +155,12 @@ class AvailabilityEngine:
             ids = [row.lot_id for row in rows]
             await repository.clear_changes(session, ids)
             counted = await service.count(
-                session, ids, now, grace, self.settings.availability_almost_full_ratio
+                session,
+                ids,
+                now,
+                grace,
+                self.settings.availability_almost_full_ratio,
+                timedelta(seconds=self.settings.device_silence_seconds),
             )
             records, updates = [], []
             for row in rows:
@@ -242,7 +253,9 @@ class AvailabilityEngine:
             await self._before_boundaries()
             for start in range(0, len(due), BATCH):
                 await self.recompute(due[start : start + BATCH], due=True)
-        self.mark_dirty(orphaned)
+        # Lots this process is about to recount are not orphans: recounting them again
+        # would only publish one more version.
+        self.mark_dirty(set(orphaned) - self._dirty - self._in_flight)
         down = self._bus_down_since
         stale_after = self.settings.availability_stale_after_seconds
         if down is not None and time.monotonic() - down > stale_after:

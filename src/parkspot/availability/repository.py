@@ -4,12 +4,13 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, func, type_coerce, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
-from parkspot.models import AvailabilityChange, Lot, LotAvailability, Spot
+from parkspot.db.types import UTCDateTime
+from parkspot.models import AvailabilityChange, Device, Lot, LotAvailability, Spot
 
 
 async def lock_rows(
@@ -63,6 +64,28 @@ async def spots(
         .where(col(Spot.lot_id).in_(lot_ids))
     )
     return [tuple(row) for row in (await session.execute(stmt)).all()]
+
+
+async def device_activity(
+    session: AsyncSession, lot_ids: Sequence[int]
+) -> list[tuple[int, str, datetime | None, datetime]]:
+    """Per lot and kind of active device: (lot id, kind, the newest report, the newest
+    report or creation of a device that never reported)."""
+    seen = col(Device.last_seen_at)
+    stmt = (
+        select(
+            col(Device.lot_id),
+            col(Device.kind),
+            type_coerce(func.max(seen), UTCDateTime),
+            type_coerce(func.max(func.coalesce(seen, col(Device.created_at))), UTCDateTime),
+        )
+        .where(col(Device.lot_id).in_(lot_ids), col(Device.revoked_at).is_(None))
+        .group_by(col(Device.lot_id), col(Device.kind))
+    )
+    return [
+        (lot_id, kind, reported_at, heard_at)
+        for lot_id, kind, reported_at, heard_at in (await session.execute(stmt)).all()
+    ]
 
 
 async def save_rows(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> None:

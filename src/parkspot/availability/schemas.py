@@ -18,15 +18,30 @@ class LotStatus(StrEnum):
     closed = "closed"
 
 
+class OccupancySource(StrEnum):
+    """Where a lot's ``occupied`` comes from: its spot sensors, its counted occupancy
+    (counters or a manager's count), or its reservations' stays (plus unplanned stays let in
+    by its gates)."""
+
+    sensors = "sensors"
+    counter = "counter"
+    reservations = "reservations"
+
+
 class KindCount(BaseModel):
+    """Spots of one kind in service, and those free by their own state (reservations and
+    sensors), never more than the lot's ``free``: a counted or unplanned car is not known
+    to stand on any particular kind of spot."""
+
     capacity: int
     free: int
 
 
 class LotAvailabilityRead(BaseModel):
     """``capacity`` counts the spots in service; ``free + reserved + occupied ==
-    capacity``. ``version`` only grows. ``stale`` is true while this process cannot reach
-    the shared cache and may be missing other processes' changes."""
+    capacity``. ``version`` only grows. ``stale`` is true when the devices the occupancy
+    comes from have been silent too long, or while this process cannot reach the shared
+    cache and may be missing other processes' changes."""
 
     lot_id: int
     name: str
@@ -41,6 +56,12 @@ class LotAvailabilityRead(BaseModel):
     status: LotStatus
     version: int
     updated_at: datetime
+    # Defaults: records published before these fields existed still load.
+    occupancy_source: OccupancySource = OccupancySource.reservations
+    device_data_at: datetime | None = Field(
+        default=None,
+        description="when the devices the occupancy comes from last reported; null if never",
+    )
     stale: bool = False
 
 

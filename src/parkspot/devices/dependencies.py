@@ -1,6 +1,7 @@
 """Dependencies that load a device: one the caller manages, or the device making the request
 (by its ``X-Device-Key``)."""
 
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Path
@@ -31,10 +32,18 @@ async def get_device(key: DeviceKey, session: SessionDep, state: StateDep) -> De
     return await service.authenticate(session, key, state.clock())
 
 
-async def get_spot_sensor(device: Annotated[Device, Depends(get_device)]) -> Device:
-    service.require_kind(device, DeviceKind.spot_sensor)
-    return device
+def _device_of_kind(kind: DeviceKind) -> Callable[[Device], Awaitable[Device]]:
+    """A dependency giving the requesting device when it is a ``kind`` (else 403)."""
+
+    # async: a plain function would be run in the thread pool.
+    async def of_kind(device: Annotated[Device, Depends(get_device)]) -> Device:
+        service.require_kind(device, kind)
+        return device
+
+    return of_kind
 
 
 ManagedDevice = Annotated[Device, Depends(get_managed_device)]
-SpotSensor = Annotated[Device, Depends(get_spot_sensor)]
+SpotSensor = Annotated[Device, Depends(_device_of_kind(DeviceKind.spot_sensor))]
+Gate = Annotated[Device, Depends(_device_of_kind(DeviceKind.gate))]
+Counter = Annotated[Device, Depends(_device_of_kind(DeviceKind.counter))]

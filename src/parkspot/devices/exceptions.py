@@ -6,11 +6,15 @@ ParkspotError
 │   └── InvalidDeviceKey    invalid_device_key (unknown or revoked key, or its lot deleted)
 ├── Forbidden
 │   └── WrongDeviceKind     wrong_device_kind (details: kind, required)
-└── NotFound
-    └── DeviceNotFound      device_not_found (also: a device of a lot the caller does not manage)
+├── NotFound
+│   └── DeviceNotFound      device_not_found (also: a device of a lot the caller does not manage)
+└── Unprocessable
+    └── ObservedInFuture    observed_in_future (details: latest)
 """
 
-from parkspot.errors import Forbidden, NotFound, Unauthorized
+from datetime import datetime
+
+from parkspot.errors import Forbidden, NotFound, Unauthorized, Unprocessable
 
 # A 401 names the scheme the client should use; devices do not use bearer tokens.
 _CHALLENGE = {"WWW-Authenticate": 'DeviceKey header="X-Device-Key"'}
@@ -45,3 +49,13 @@ class DeviceNotFound(NotFound):
 
     def __init__(self) -> None:
         super().__init__("Device not found")
+
+
+class ObservedInFuture(Unprocessable):
+    code = "observed_in_future"
+
+    def __init__(self, latest: datetime, minutes: int) -> None:
+        super().__init__(
+            f"observed_at is more than {minutes} minutes ahead of the server's clock",
+            details={"latest": latest.isoformat()},
+        )

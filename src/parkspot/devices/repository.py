@@ -1,11 +1,11 @@
-"""SQL for devices and for the sensor columns of spots. A device of a deleted lot is never
-returned."""
+"""SQL for devices, for the sensor columns of spots and for the counted occupancy of lots. A
+device of a deleted lot is never returned."""
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import case, func, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlmodel import col, select
 
@@ -87,3 +87,35 @@ async def save_readings(session: AsyncSession, readings: Sequence[SensorReading]
                 for r in readings
             ],
         )
+
+
+async def lock_lot(session: AsyncSession, lot_id: int) -> Lot:
+    """The lot, its row locked until the transaction ends so that concurrent counts never
+    lose an update. FOR NO KEY UPDATE on PostgreSQL: bookings (whose foreign keys take a
+    key-share lock on the lot) are not held up; SQLite's write lock serialises already."""
+    stmt = (
+        select(Lot)
+        .where(col(Lot.id) == lot_id)
+        .with_for_update(key_share=True)
+        .execution_options(populate_existing=True)
+    )
+    return (await session.execute(stmt)).scalar_one()
+
+
+async def capacity(session: AsyncSession, lot_id: int) -> int:
+    """The lot's spots in service."""
+    stmt = select(func.count()).where(
+        col(Spot.lot_id) == lot_id, col(Spot.is_out_of_service).is_(False)
+    )
+    return int((await session.execute(stmt)).scalar_one())
+
+
+async def move_unplanned(session: AsyncSession, lot_id: int, step: int) -> None:
+    """Adds ``step`` (1 or -1) to the lot's unplanned stays inside, never below 0, in one
+    statement so that concurrent gates never lose a passage."""
+    inside = col(Lot.unplanned_inside)
+    await session.execute(
+        update(Lot)
+        .where(col(Lot.id) == lot_id)
+        .values(unplanned_inside=case((inside + step < 0, 0), else_=inside + step))
+    )

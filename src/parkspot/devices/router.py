@@ -1,16 +1,21 @@
-"""Routes under /api/v1/lots/{lot_id}/devices, /api/v1/devices and /api/v1/device (the
-endpoints devices call with their key)."""
+"""Routes under /api/v1/lots/{lot_id}/devices, /api/v1/lots/{lot_id}/occupancy,
+/api/v1/devices and /api/v1/device (the endpoints devices call with their key)."""
 
 from fastapi import APIRouter, status
 
 from parkspot.deps import PageDep, SessionDep, StateDep
 from parkspot.devices import service
-from parkspot.devices.dependencies import ManagedDevice, SpotSensor
+from parkspot.devices.dependencies import Counter, Gate, ManagedDevice, SpotSensor
 from parkspot.devices.schemas import (
     MAX_EVENTS,
+    CounterEvent,
+    CounterEventResult,
     DeviceCreate,
     DeviceCreated,
     DevicePage,
+    GateEvent,
+    GateEventResult,
+    OccupancyUpdate,
     SpotEventBatch,
     SpotEventResults,
 )
@@ -52,3 +57,39 @@ async def record_spot_events(
     batch: SpotEventBatch, device: SpotSensor, session: SessionDep, state: StateDep
 ) -> SpotEventResults:
     return await service.record_spot_events(session, device, batch, state.clock())
+
+
+GATE_EVENTS_DESCRIPTION = """A gate's passage. `entry` with a plate that has a confirmed
+reservation in the gate's lot whose check-in window is open at `observed_at`: the
+reservation is `checked_in`. `exit` with a plate that has a stay checked in at the lot: it
+is `checked_out` with its `final_price` (as by POST /reservations/{id}/check-out). Any other
+entry is an `unplanned` stay (it occupies a spot of a lot counted from reservations), any
+other exit an `unmatched_exit`. Every passage is kept (`passage_id`)."""
+
+COUNTER_EVENTS_DESCRIPTION = """A counter's report: `entries` and/or `exits` since its last
+report move the lot's counted occupancy, `occupied` sets it (drift correction); either way
+clamped to 0 and the spots in service. A report observed before the lot's last applied
+count is ignored (`stale`)."""
+
+
+@router.post("/device/gate-events", description=GATE_EVENTS_DESCRIPTION)
+async def record_gate_event(
+    event: GateEvent, device: Gate, session: SessionDep, state: StateDep
+) -> GateEventResult:
+    return await service.record_gate_event(session, state, device, event)
+
+
+@router.post("/device/counter-events", description=COUNTER_EVENTS_DESCRIPTION)
+async def record_counter_event(
+    event: CounterEvent, device: Counter, session: SessionDep, state: StateDep
+) -> CounterEventResult:
+    return await service.record_counter_event(session, device, event, state.clock())
+
+
+@router.put("/lots/{lot_id}/occupancy")
+async def correct_occupancy(
+    lot: ManagedLot, data: OccupancyUpdate, session: SessionDep, state: StateDep
+) -> CounterEventResult:
+    """A manager's count of the cars in the lot, applied now; the lot's occupancy comes
+    from this count (and its counters) unless it has spot sensors."""
+    return await service.correct_occupancy(session, lot, data, state.clock())

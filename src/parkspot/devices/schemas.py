@@ -1,17 +1,23 @@
-"""Request and response bodies for devices and for batches of spot sensor events."""
+"""Request and response bodies for devices, batches of spot sensor events, gate passages and
+counter reports."""
 
 from datetime import datetime
+from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from parkspot.lots.schemas import Instant, SpotLabel
-from parkspot.models import DeviceKind
+from parkspot.models import DeviceKind, GateDirection, PassageResult
 from parkspot.validation import SINGLE_LINE, StrictModel
+from parkspot.vehicles.schemas import Plate
 
 # Most events one request may carry; a device with more sends several batches.
 MAX_EVENTS = 500
+# Most cars one counter report may move or count: far above any lot, and an integer
+# column's range.
+MAX_COUNT = 100_000
 
 DeviceName = Annotated[
     str,
@@ -96,3 +102,61 @@ class SpotEventResults(BaseModel):
     duplicates: int
     stale: int
     rejected: int
+
+
+# --- gates -----------------------------------------------------------------------------
+
+
+class GateEvent(StrictModel):
+    direction: GateDirection
+    plate: Plate | None = Field(default=None, description="as read; normalised like vehicles'")
+    observed_at: Instant
+
+
+class GateEventResult(BaseModel):
+    result: PassageResult
+    passage_id: int
+    reservation_id: int | None = Field(
+        default=None, description="the reservation checked in or out"
+    )
+    final_price: Decimal | None = Field(default=None, description="set on `checked_out`")
+    currency: str | None = None
+
+
+# --- counters --------------------------------------------------------------------------
+
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+
+
+class CounterEvent(StrictModel):
+    """Either the cars that went in and out since the last report (``entries``,
+    ``exits``), or the lot's occupancy counted absolutely (``occupied``)."""
+
+    entries: Count | None = None
+    exits: Count | None = None
+    occupied: Count | None = None
+    observed_at: Instant
+
+    @model_validator(mode="after")
+    def _one_kind_of_report(self) -> Self:
+        moves = self.entries is not None or self.exits is not None
+        if moves == (self.occupied is not None):
+            raise ValueError("send either entries and/or exits, or occupied")
+        return self
+
+
+class OccupancyUpdate(StrictModel):
+    occupied: Count
+
+
+class CounterResult(StrEnum):
+    applied = "applied"
+    stale = "stale"
+
+
+class CounterEventResult(BaseModel):
+    result: CounterResult = Field(
+        description="`stale`: ignored, the lot has a count observed later"
+    )
+    counted_occupied: int = Field(description="the lot's counted occupancy now")
+    counted_at: datetime = Field(description="when that count was observed")

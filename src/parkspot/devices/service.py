@@ -1,8 +1,11 @@
-"""Device rules: keys shown once and stored as digests, who manages a lot's devices, and
-how spot sensor events update the spots.
+"""Device rules: keys shown once and stored as digests, who manages a lot's devices, how
+spot sensor events update the spots, how gate passages check reservations in and out, and
+how counters move a lot's counted occupancy.
 
 A lot's devices are managed by those who manage the lot (its operator's managers, admins);
-to anyone else a device is not found. A key acts only on its own lot, until revoked.
+to anyone else a device is not found. A key acts only on its own lot, until revoked. Every
+device request marks its lot changed, since the lot's record says when its devices last
+reported (``device_data_at``) and whether they have gone silent (``stale``).
 """
 
 import hashlib
@@ -18,29 +21,50 @@ from parkspot.devices.exceptions import (
     DeviceKeyRequired,
     DeviceNotFound,
     InvalidDeviceKey,
+    ObservedInFuture,
     WrongDeviceKind,
 )
 from parkspot.devices.repository import SensorReading
 from parkspot.devices.schemas import (
+    CounterEvent,
+    CounterEventResult,
+    CounterResult,
     DeviceCreate,
     DeviceCreated,
     DevicePage,
     DeviceRead,
     DeviceStatus,
     EventResult,
+    GateEvent,
+    GateEventResult,
+    OccupancyUpdate,
     RejectCode,
     SpotEvent,
     SpotEventBatch,
     SpotEventResult,
     SpotEventResults,
 )
-from parkspot.models import Device, DeviceKind, Lot, User
+from parkspot.models import (
+    Device,
+    DeviceKind,
+    GateDirection,
+    GatePassage,
+    Lot,
+    PassageResult,
+    Reservation,
+    ReservationStatus,
+    User,
+)
 from parkspot.operators.access import Access, access_to_operator
+from parkspot.reservations import repository as reservation_repository
+from parkspot.reservations import service as reservation_service
+from parkspot.state import AppState
 
 KEY_PREFIX = "pk_dev_"
 # How far ahead of the server's clock a device's clock may run before its events are
 # refused: one event from the future would make every true report after it stale.
 MAX_CLOCK_SKEW = timedelta(minutes=5)
+_SKEW_MINUTES = int(MAX_CLOCK_SKEW.total_seconds() // 60)
 
 
 def key_digest(key: str) -> str:
@@ -89,6 +113,8 @@ async def create_device(
     )
     session.add(device)
     await session.flush()
+    # A lot's first sensor or counter changes where its occupancy comes from.
+    lot_changed(session, lot.id)
     return DeviceCreated(**to_read(device).model_dump(), key=key)
 
 
@@ -103,6 +129,7 @@ def revoke_device(session: AsyncSession, device: Device, now: datetime) -> None:
     if device.revoked_at is None:
         device.revoked_at = now
         session.add(device)
+        lot_changed(session, device.lot_id)
 
 
 # --- device requests -------------------------------------------------------------------
@@ -110,12 +137,15 @@ def revoke_device(session: AsyncSession, device: Device, now: datetime) -> None:
 
 async def authenticate(session: AsyncSession, key: str | None, now: datetime) -> Device:
     """The key's device, its ``last_seen_at`` set to ``now`` (written with the request's
-    transaction). Raises DeviceKeyRequired or InvalidDeviceKey (401)."""
+    transaction; the lot is marked changed when that moves it forward). Raises
+    DeviceKeyRequired or InvalidDeviceKey (401)."""
     if not key:
         raise DeviceKeyRequired()
     device = await repository.get_active_by_digest(session, key_digest(key))
     if device is None:
         raise InvalidDeviceKey()
+    if device.last_seen_at is None or now > device.last_seen_at:
+        lot_changed(session, device.lot_id)
     device.last_seen_at = now
     session.add(device)
     return device
@@ -133,8 +163,7 @@ def _judge(
     if reading is None:
         return EventResult.rejected, "unknown_spot", f"This lot has no spot labelled {event.spot}"
     if event.observed_at > latest:
-        minutes = int(MAX_CLOCK_SKEW.total_seconds() // 60)
-        message = f"observed_at is more than {minutes} minutes ahead of the server's clock"
+        message = f"observed_at is more than {_SKEW_MINUTES} minutes ahead of the server's clock"
         return EventResult.rejected, "observed_in_future", message
     if reading.observed_at is None or event.observed_at > reading.observed_at:
         return EventResult.applied, None, None
@@ -178,3 +207,140 @@ async def record_spot_events(
         stale=tally[EventResult.stale],
         rejected=tally[EventResult.rejected],
     )
+
+
+def _check_observed(observed_at: datetime, now: datetime) -> None:
+    latest = now + MAX_CLOCK_SKEW
+    if observed_at > latest:
+        raise ObservedInFuture(latest, _SKEW_MINUTES)
+
+
+# --- gates -----------------------------------------------------------------------------
+
+
+async def _match(
+    session: AsyncSession, state: AppState, lot_id: int, event: GateEvent
+) -> Reservation | None:
+    """The reservation a passage belongs to, locked: on entry the confirmed one of that
+    plate whose check-in window is open at ``observed_at`` (earliest start first), on exit
+    the plate's stay checked in last."""
+    if event.plate is None:
+        return None
+    if event.direction is GateDirection.entry:
+        booked = await reservation_repository.by_plate_for_update(
+            session, lot_id, event.plate, ReservationStatus.confirmed
+        )
+        return next(
+            (
+                r
+                for r in booked
+                if reservation_service.may_check_in(state.settings, r, event.observed_at)
+            ),
+            None,
+        )
+    stays = await reservation_repository.by_plate_for_update(
+        session, lot_id, event.plate, ReservationStatus.checked_in
+    )
+    return max(stays, key=lambda r: (r.checked_in_at or r.starts_at, r.id or 0), default=None)
+
+
+async def record_gate_event(
+    session: AsyncSession, state: AppState, device: Device, event: GateEvent
+) -> GateEventResult:
+    """Checks the matching reservation in or out as of ``observed_at`` (the same
+    transitions as the REST check-in and check-out), or counts an unplanned stay in or
+    out; keeps the passage either way. Raises ObservedInFuture (422)."""
+    _check_observed(event.observed_at, state.clock())
+    lot_id = device.lot_id
+    assert device.id is not None
+    reservation = await _match(session, state, lot_id, event)
+    entry = event.direction is GateDirection.entry
+    if reservation is None:
+        result = PassageResult.unplanned if entry else PassageResult.unmatched_exit
+        await repository.move_unplanned(session, lot_id, 1 if entry else -1)
+    elif entry:
+        result = PassageResult.checked_in
+        await reservation_service.enter(session, state.settings, reservation, event.observed_at)
+    else:
+        result = PassageResult.checked_out
+        lot = await session.get(Lot, lot_id)
+        assert lot is not None
+        assert reservation.checked_in_at is not None
+        # A gate's clock may lag the check-in; a stay never ends before it began.
+        left_at = max(event.observed_at, reservation.checked_in_at)
+        await reservation_service.leave(session, state, lot, reservation, left_at)
+    passage = GatePassage(
+        lot_id=lot_id,
+        device_id=device.id,
+        direction=event.direction,
+        plate=event.plate,
+        observed_at=event.observed_at,
+        result=result,
+        reservation_id=None if reservation is None else reservation.id,
+        created_at=state.clock(),
+    )
+    session.add(passage)
+    await session.flush()
+    lot_changed(session, lot_id)
+    assert passage.id is not None
+    checked_out = result is PassageResult.checked_out
+    return GateEventResult(
+        result=result,
+        passage_id=passage.id,
+        reservation_id=passage.reservation_id,
+        final_price=reservation.final_price if reservation is not None and checked_out else None,
+        currency=reservation.currency if reservation is not None and checked_out else None,
+    )
+
+
+# --- counters --------------------------------------------------------------------------
+
+
+async def _set_count(
+    session: AsyncSession, lot: Lot, occupied: int, at: datetime
+) -> CounterEventResult:
+    """Stores the lot's count, clamped to [0, the spots in service]; the lot row is
+    locked by the caller."""
+    assert lot.id is not None
+    lot.counted_occupied = min(max(occupied, 0), await repository.capacity(session, lot.id))
+    lot.counted_at = at
+    session.add(lot)
+    await session.flush()
+    lot_changed(session, lot.id)
+    return CounterEventResult(
+        result=CounterResult.applied, counted_occupied=lot.counted_occupied, counted_at=at
+    )
+
+
+async def record_counter_event(
+    session: AsyncSession, device: Device, event: CounterEvent, now: datetime
+) -> CounterEventResult:
+    """Moves the lot's counted occupancy by entries - exits, or sets it (``occupied``);
+    a report observed before the lot's last applied count is ignored as stale. Locks the
+    lot's row. Raises ObservedInFuture (422)."""
+    _check_observed(event.observed_at, now)
+    lot = await repository.lock_lot(session, device.lot_id)
+    if lot.counted_at is not None and event.observed_at < lot.counted_at:
+        return CounterEventResult(
+            result=CounterResult.stale,
+            counted_occupied=lot.counted_occupied or 0,
+            counted_at=lot.counted_at,
+        )
+    if event.occupied is not None:
+        occupied = event.occupied
+    else:
+        # A lot never counted before starts from empty; an absolute count corrects it.
+        occupied = (lot.counted_occupied or 0) + (event.entries or 0) - (event.exits or 0)
+    return await _set_count(session, lot, occupied, event.observed_at)
+
+
+async def correct_occupancy(
+    session: AsyncSession, lot: Lot, data: OccupancyUpdate, now: datetime
+) -> CounterEventResult:
+    """A manager's count of the lot, applied whatever the counters said last (dated no
+    earlier than their last report, so their older reports stay stale). Locks the lot's
+    row."""
+    assert lot.id is not None
+    locked = await repository.lock_lot(session, lot.id)
+    at = now if locked.counted_at is None else max(now, locked.counted_at)
+    return await _set_count(session, locked, data.occupied, at)

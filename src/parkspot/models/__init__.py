@@ -2,6 +2,7 @@
 
 from parkspot.models.base import metadata
 from parkspot.models.devices import Device, DeviceKind
+from parkspot.models.gate_passages import GateDirection, GatePassage, PassageResult
 from parkspot.models.idempotency import IdempotencyKey
 from parkspot.models.lot_availability import AvailabilityChange, LotAvailability
 from parkspot.models.lots import Lot, Spot, SpotKind, Visibility
@@ -22,6 +23,8 @@ __all__ = [
     "AvailabilityChange",
     "Device",
     "DeviceKind",
+    "GateDirection",
+    "GatePassage",
     "IdempotencyKey",
     "Lot",
     "LotAvailability",
@@ -29,6 +32,7 @@ __all__ = [
     "Notification",
     "Operator",
     "OperatorMember",
+    "PassageResult",
     "Reservation",
     "ReservationKind",
     "ReservationStatus",

@@ -34,6 +34,6 @@ class LotAvailability(SQLModel, table=True):
     )
     version: int = Field(default=0)
     record: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
-    # When time alone next changes the lot's counts (a reservation starts or ends, a
-    # no-show expires); the scheduler recomputes the lot then.
+    # When time alone next changes the lot's record (a reservation starts or ends, a
+    # no-show expires, its devices go silent); the scheduler recomputes the lot then.
     next_boundary_at: datetime | None = Field(default=None, sa_type=UTCDateTime, index=True)

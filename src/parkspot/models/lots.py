@@ -51,6 +51,14 @@ class Lot(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     deleted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The lot's counted occupancy (counter devices, or a manager's correction), as of
+    # ``counted_at`` (the ``observed_at`` of the last count applied); None: never counted.
+    # Written under a row lock: concurrent counters must not lose each other's moves.
+    counted_occupied: int | None = Field(default=None)
+    counted_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # Cars let in by a gate with no reservation to match, less unmatched exits (never
+    # below 0); they occupy spots of a lot whose occupancy comes from reservations.
+    unplanned_inside: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class Spot(SQLModel, table=True):

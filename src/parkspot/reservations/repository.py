@@ -222,6 +222,24 @@ async def get_for_update(session: AsyncSession, reservation_id: int) -> Reservat
     return (await session.execute(stmt)).scalar_one_or_none()
 
 
+async def by_plate_for_update(
+    session: AsyncSession, lot_id: int, plate: str, status: ReservationStatus
+) -> list[Reservation]:
+    """The lot's reservations of that status for that plate (a handful at most), earliest
+    start first, locked until the transaction ends."""
+    stmt = (
+        select(Reservation)
+        .where(
+            col(Reservation.lot_id) == lot_id,
+            col(Reservation.plate) == plate,
+            col(Reservation.status) == status,
+        )
+        .order_by(col(Reservation.starts_at), col(Reservation.id))
+        .with_for_update()
+    )
+    return list((await session.execute(stmt)).scalars())
+
+
 def _managed_lot_ids(user: User) -> ColumnElement[bool]:
     managed = select(OperatorMember.operator_id).where(
         col(OperatorMember.user_id) == user.id,

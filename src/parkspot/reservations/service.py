@@ -443,22 +443,40 @@ async def cancel(
     return to_read(reservation)
 
 
-async def check_in(
-    session: AsyncSession, state: AppState, user: User, reservation_id: int
-) -> ReservationRead:
-    settings, now = state.settings, state.clock()
-    reservation, _, _ = await _load(session, user, reservation_id, for_update=True)
-    _require(reservation, ReservationStatus.confirmed, "checked in")
+def check_in_window(settings: Settings, reservation: Reservation) -> tuple[datetime, datetime]:
+    """From ``checkin_early_minutes`` before the start to the end of the no-show grace."""
     opens_at = reservation.starts_at - timedelta(minutes=settings.checkin_early_minutes)
     closes_at = reservation.starts_at + timedelta(minutes=settings.no_show_grace_minutes)
-    if not opens_at <= now <= closes_at:
+    return opens_at, closes_at
+
+
+def may_check_in(settings: Settings, reservation: Reservation, at: datetime) -> bool:
+    opens_at, closes_at = check_in_window(settings, reservation)
+    return reservation.status == ReservationStatus.confirmed and opens_at <= at <= closes_at
+
+
+async def enter(
+    session: AsyncSession, settings: Settings, reservation: Reservation, at: datetime
+) -> None:
+    """Checks in a reservation loaded for update, as of ``at`` (by a driver, a manager or a
+    gate); marks its lot changed. Raises InvalidTransition or OutsideCheckInWindow."""
+    _require(reservation, ReservationStatus.confirmed, "checked in")
+    opens_at, closes_at = check_in_window(settings, reservation)
+    if not opens_at <= at <= closes_at:
         raise OutsideCheckInWindow(opens_at, closes_at)
     reservation.status = ReservationStatus.checked_in
-    reservation.checked_in_at = now
-    _touch(reservation, now)
+    reservation.checked_in_at = at
+    _touch(reservation, at)
     session.add(reservation)
     await session.flush()
     lot_changed(session, reservation.lot_id)
+
+
+async def check_in(
+    session: AsyncSession, state: AppState, user: User, reservation_id: int
+) -> ReservationRead:
+    reservation, _, _ = await _load(session, user, reservation_id, for_update=True)
+    await enter(session, state.settings, reservation, state.clock())
     return to_read(reservation)
 
 
@@ -471,16 +489,17 @@ def final_price(state: AppState, lot: Lot, reservation: Reservation, left_at: da
     return pricing.price(lot, state.billing, reservation.starts_at, ends_at, left_at=left_at)
 
 
-async def check_out(
-    session: AsyncSession, state: AppState, user: User, reservation_id: int
-) -> ReservationRead:
-    now = state.clock()
-    reservation, lot, _ = await _load(session, user, reservation_id, for_update=True)
+async def leave(
+    session: AsyncSession, state: AppState, lot: Lot, reservation: Reservation, at: datetime
+) -> None:
+    """Checks out a stay loaded for update, as of ``at`` (by a driver, a manager or a
+    gate): sets ``final_price``, marks the lot changed and tells the driver. Raises
+    InvalidTransition."""
     _require(reservation, ReservationStatus.checked_in, "checked out")
     reservation.status = ReservationStatus.completed
-    reservation.checked_out_at = now
-    reservation.final_price = final_price(state, lot, reservation, now).amount
-    _touch(reservation, now)
+    reservation.checked_out_at = at
+    reservation.final_price = final_price(state, lot, reservation, at).amount
+    _touch(reservation, at)
     session.add(reservation)
     await session.flush()
     lot_changed(session, reservation.lot_id)
@@ -493,6 +512,13 @@ async def check_out(
         final_price=str(reservation.final_price),
         currency=reservation.currency,
     )
+
+
+async def check_out(
+    session: AsyncSession, state: AppState, user: User, reservation_id: int
+) -> ReservationRead:
+    reservation, lot, _ = await _load(session, user, reservation_id, for_update=True)
+    await leave(session, state, lot, reservation, state.clock())
     return to_read(reservation)
 
 
