@@ -27,6 +27,7 @@ from tests.live_server import (
     make_driver,
     make_site,
     migrated_template,
+    now,
     open_sse,
     open_ws,
     receive_json,
@@ -580,3 +581,30 @@ async def test_notifications_ws_delivers_the_users_notification_when_a_booking_c
         error = await receive_json(mine)
         assert error["type"] == "error"
         assert error["code"] == "invalid_message"
+
+
+async def test_spot_sensor_reports_reach_sse_subscribers_as_occupied_spots(stack: Stack) -> None:
+    http = stack.http
+    site = await make_site(http, stack.database)
+    created = await http.post(
+        f"/api/v1/lots/{site.lot_id}/devices",
+        json={"name": "Level 1 sensors", "kind": "spot_sensor"},
+        headers=site.manager.headers,
+    )
+    assert created.status_code == 201, created.text
+    sensor = {"X-Device-Key": created.json()["key"]}
+
+    async with open_sse(stack.server, {"lot_id": site.lot_id}) as stream:
+        await stream.next_event()
+        reported = await http.post(
+            "/api/v1/device/spot-events",
+            json={"events": [{"spot": "A1", "occupied": True, "observed_at": now().isoformat()}]},
+            headers=sensor,
+        )
+        assert reported.status_code == 200, reported.text
+        assert reported.json()["applied"] == 1
+
+        record = await stream.record(site.lot_id, lambda lot: lot["occupied"] == 1)
+        assert counts(record) == (2, 0, 1, 0)
+        assert record["occupancy_source"] == "sensors"
+        assert record == await availability(http, site.lot_id)

@@ -36,6 +36,7 @@ BATCH = 200
 ORPHAN_AFTER = timedelta(seconds=10)
 RETRY_SECONDS = 0.5
 STOP_SECONDS = 4.0
+SETTLE_SECONDS = 5.0
 
 Clock = Callable[[], datetime]
 
@@ -61,6 +62,8 @@ class AvailabilityEngine:
         self._before_boundaries = before_boundaries
         self._dirty: set[int] = set()
         self._in_flight: set[int] = set()
+        # The last version this process published of each lot (settle waits for them).
+        self._published: dict[int, int] = {}
         self._wake = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
@@ -118,8 +121,17 @@ class AvailabilityEngine:
             self._wake.set()
 
     async def settle(self) -> None:
-        """Waits until every lot marked so far is recomputed and published."""
+        """Waits until every lot marked so far is recomputed, published and back in this
+        process's mirror (through Redis, that is a moment after publishing)."""
         await self._idle.wait()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SETTLE_SECONDS):
+                while any(
+                    self.mirror.version_of(lot_id) < version
+                    for lot_id, version in self._published.items()
+                ):
+                    self.mirror.updated.clear()
+                    await self.mirror.updated.wait()
 
     async def _recompute_loop(self) -> None:
         while not self._stop.is_set():
@@ -185,6 +197,8 @@ class AvailabilityEngine:
     async def _publish(self, records: Sequence[LotRecord]) -> None:
         if not records:
             return
+        for record in records:
+            self._published[record.lot.lot_id] = record.lot.version
         try:
             await self.bus.publish(records)
         except BusUnavailable as exc:

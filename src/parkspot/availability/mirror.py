@@ -117,6 +117,9 @@ class Mirror:
         self._events: deque[tuple[int, str, Entry]] = deque(maxlen=events_kept)
         self._position: dict[str, int] = {}
         self._counter = itertools.count()
+        self._versions: dict[int, int] = {}
+        # Set on every record applied, for whoever waits for a version to arrive.
+        self.updated = asyncio.Event()
 
     # --- changes -------------------------------------------------------------------------
 
@@ -131,6 +134,8 @@ class Mirror:
         if current is not None and current.record.lot.version >= record.lot.version:
             return False
         entry = Entry.of(record, mirror_stale=self.stale)
+        self._versions[record.lot.lot_id] = record.lot.version
+        self.updated.set()
         if record.deleted:
             self.entries.pop(record.lot.lot_id, None)
         else:
@@ -170,6 +175,10 @@ class Mirror:
                     subscription.push(self.last_event_id, fresh)
 
     # --- reads ---------------------------------------------------------------------------
+
+    def version_of(self, lot_id: int) -> int:
+        """The latest version applied of the lot (deleted ones too); 0 if never seen."""
+        return self._versions.get(lot_id, 0)
 
     def get(self, lot_id: int, viewer: Viewer) -> Entry | None:
         entry = self.entries.get(lot_id)
