@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
-from redis.asyncio import Redis
 from starlette.middleware.cors import CORSMiddleware
 
 from parkspot.auth.router import router as auth_router
@@ -26,7 +25,7 @@ from parkspot.lots.router import router as lots_router
 from parkspot.middleware import BodySizeLimitMiddleware, RequestIdMiddleware
 from parkspot.notifications.router import router as notifications_router
 from parkspot.operators.router import router as operators_router
-from parkspot.realtime.bus import Bus, InProcessBus, RedisBus, redis_client
+from parkspot.realtime.bus import Bus, InProcessBus, RedisBus
 from parkspot.realtime.notifications import NotificationHub
 from parkspot.reservations.router import router as reservations_router
 from parkspot.reservations.sweeper import expire_no_shows, run_forever
@@ -50,16 +49,13 @@ ERROR_RESPONSES: dict[int | str, dict[str, object]] = {
 
 
 def build_state(settings: Settings) -> AppState:
-    timeout = settings.redis_timeout_seconds
-    redis: Redis | None = None
     bus: Bus = InProcessBus(settings.availability_events_kept)
     if settings.redis_url:
-        redis = redis_client(settings.redis_url, timeout)
         bus = RedisBus(
             settings.redis_url,
             settings.redis_key_prefix,
             settings.availability_events_kept,
-            timeout,
+            settings.redis_timeout_seconds,
         )
     database = Database(create_engine(settings))
     state = AppState(
@@ -69,7 +65,6 @@ def build_state(settings: Settings) -> AppState:
             settings.password_hash_memory_kib, settings.password_hash_time_cost
         ),
         tokens=TokenCodec(settings),
-        redis=redis,
         billing=BillingPolicy.from_settings(settings),
         mirror=Mirror(settings.availability_events_kept),
         notifications=NotificationHub(bus, settings.notification_queue_size),
@@ -102,8 +97,6 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         with contextlib.suppress(asyncio.CancelledError):
             await sweeper
         await state.availability.stop()
-        if state.redis is not None:
-            await state.redis.aclose()
         await state.database.dispose()
 
 

@@ -302,8 +302,7 @@ async def _app_state(settings: Settings) -> AsyncIterator[AppState]:
     try:
         yield state
     finally:
-        if state.redis is not None:
-            await state.redis.aclose()
+        await state.availability.bus.close()
         await state.database.dispose()
 
 

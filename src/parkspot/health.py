@@ -8,6 +8,7 @@ from sqlalchemy import text
 
 from parkspot.deps import StateDep
 from parkspot.errors import ServiceUnavailable
+from parkspot.realtime.bus import BusUnavailable
 
 router = APIRouter(tags=["operations"])
 
@@ -41,11 +42,11 @@ async def readyz(state: StateDep) -> Readiness:
     except Exception:
         database = "down"
     redis: CheckResult = "not_configured"
-    if state.redis is not None:
+    if state.settings.redis_url:
         try:
-            await state.redis.ping()
+            await state.availability.bus.ping()
             redis = "ok"
-        except Exception:
+        except BusUnavailable:
             redis = "down"
     availability: Literal["ok", "loading"] = "ok" if state.availability.ready else "loading"
     if "down" in (database, redis) or availability != "ok":

@@ -4,8 +4,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from redis.asyncio import Redis
-
 from parkspot.auth.security import PasswordHasher, TokenCodec
 from parkspot.availability.engine import AvailabilityEngine
 from parkspot.availability.mirror import Mirror
@@ -22,7 +20,6 @@ class AppState:
     database: Database
     passwords: PasswordHasher
     tokens: TokenCodec
-    redis: Redis | None
     billing: BillingPolicy
     mirror: Mirror
     notifications: NotificationHub
