@@ -7,10 +7,23 @@ from typing import Any
 import httpx
 
 from parkspot.state import AppState
+from tests.conftest import MakeOperator, MakeUser
 from tests.lot_helpers import LOTS
-from tests.reservation_helpers import Site
+from tests.reservation_helpers import Site, freeze_clock, make_site
 
 Json = dict[str, Any]
+
+SPOT_EVENTS = "/api/v1/device/spot-events"
+GATE_EVENTS = "/api/v1/device/gate-events"
+COUNTER_EVENTS = "/api/v1/device/counter-events"
+
+
+async def frozen_site(
+    client: httpx.AsyncClient, state: AppState, make_user: MakeUser, make_operator: MakeOperator
+) -> Site:
+    """A lot of three standard spots A1..A3, the clock stopped at ``NOW``."""
+    freeze_clock(state)
+    return await make_site(client, make_user, make_operator, spots=3)
 
 
 @dataclass

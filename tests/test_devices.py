@@ -14,7 +14,7 @@ import pytest
 from parkspot.models import Device, Role, Spot
 from parkspot.state import AppState
 from tests.conftest import MakeOperator, MakeUser, assert_error
-from tests.device_helpers import Json, Sensor, add_device, availability, counts
+from tests.device_helpers import SPOT_EVENTS, Json, Sensor, add_device, availability, counts
 from tests.lot_helpers import LOTS, add_member
 from tests.reservation_helpers import (
     NOW,
@@ -27,8 +27,6 @@ from tests.reservation_helpers import (
     make_driver,
     make_site,
 )
-
-SPOT_EVENTS = "/api/v1/device/spot-events"
 
 
 @pytest.fixture(autouse=True)

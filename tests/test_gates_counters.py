@@ -13,7 +13,17 @@ from sqlmodel import col, select
 from parkspot.models import GatePassage, Role
 from parkspot.state import AppState
 from tests.conftest import MakeOperator, MakeUser, assert_error
-from tests.device_helpers import Json, Sensor, add_device, availability, counts
+from tests.device_helpers import (
+    COUNTER_EVENTS,
+    GATE_EVENTS,
+    SPOT_EVENTS,
+    Json,
+    Sensor,
+    add_device,
+    availability,
+    counts,
+    frozen_site,
+)
 from tests.lot_helpers import LOTS
 from tests.reservation_helpers import (
     NOW,
@@ -27,18 +37,12 @@ from tests.reservation_helpers import (
     make_site,
 )
 
-GATE_EVENTS = "/api/v1/device/gate-events"
-COUNTER_EVENTS = "/api/v1/device/counter-events"
-SPOT_EVENTS = "/api/v1/device/spot-events"
-
 
 @pytest.fixture
 async def site(
     client: httpx.AsyncClient, state: AppState, make_user: MakeUser, make_operator: MakeOperator
 ) -> Site:
-    """A lot of three standard spots A1..A3, the clock stopped at ``NOW``."""
-    freeze_clock(state)
-    return await make_site(client, make_user, make_operator, spots=3)
+    return await frozen_site(client, state, make_user, make_operator)
 
 
 async def post(client: httpx.AsyncClient, path: str, device: Sensor, body: Json) -> Json:

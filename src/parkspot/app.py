@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
+from parkspot.alerts.router import router as alerts_router
 from parkspot.auth.router import router as auth_router
 from parkspot.auth.security import PasswordHasher, TokenCodec
 from parkspot.availability.engine import AvailabilityEngine
@@ -122,6 +123,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         notifications_router,
         availability_router,
         devices_router,
+        alerts_router,
     ):
         api.include_router(router)
     app.include_router(api)

@@ -2,11 +2,12 @@
 
 - Lots changed by a commit (``mark_dirty``) are recomputed from the database in the
   background, coalescing bursts; each recompute locks the lots' record rows, deletes their
-  outbox rows, counts, bumps the versions and commits, then publishes to the bus.
+  outbox rows, counts, raises and clears the lots' alerts, bumps the versions and commits,
+  then publishes to the bus.
 - The bus's events come back through ``listen`` into the mirror (also for this process's
   own changes), so every process applies the same events in the same order.
 - A tick recomputes lots whose time boundary has come (a reservation starting or ending, a
-  no-show due, a lot's devices going silent; one process per lot, by row lock),
+  no-show due or ending, a device going silent; one process per lot, by row lock),
   lots left in the outbox by a process that died, and flags the mirror stale while the
   bus is unreachable. When the bus comes back every lot is recomputed and republished.
 """
@@ -18,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from datetime import datetime, timedelta
 
+from parkspot.alerts import service as alerts
 from parkspot.availability import repository, service
 from parkspot.availability.mirror import Mirror
 from parkspot.availability.schemas import LotRecord
@@ -39,6 +41,10 @@ STOP_SECONDS = 4.0
 SETTLE_SECONDS = 5.0
 
 Clock = Callable[[], datetime]
+
+
+def _earliest(*moments: datetime | None) -> datetime | None:
+    return min((m for m in moments if m is not None), default=None)
 
 
 class AvailabilityEngine:
@@ -174,10 +180,14 @@ class AvailabilityEngine:
                 self.settings.availability_almost_full_ratio,
                 timedelta(seconds=self.settings.device_silence_seconds),
             )
+            alert_boundaries = await alerts.reconcile(session, self.settings, ids, now)
             records, updates = [], []
             for row in rows:
                 if row.lot_id not in counted:
                     continue
+                boundary = _earliest(
+                    counted[row.lot_id].next_boundary_at, alert_boundaries.get(row.lot_id)
+                )
                 lot = counted[row.lot_id].record.lot
                 lot.version = row.version + 1
                 record = counted[row.lot_id].record
@@ -187,7 +197,7 @@ class AvailabilityEngine:
                         "lot_id": row.lot_id,
                         "version": lot.version,
                         "record": record.model_dump(mode="json"),
-                        "next_boundary_at": counted[row.lot_id].next_boundary_at,
+                        "next_boundary_at": boundary,
                     }
                 )
             await repository.save_rows(session, updates)
@@ -217,6 +227,11 @@ class AvailabilityEngine:
             await self.recompute(lot_ids[start : start + BATCH])
 
     # --- the bus -------------------------------------------------------------------------
+
+    @property
+    def bus_up(self) -> bool:
+        """False from a failed bus call until the bus answers again."""
+        return self._bus_down_since is None
 
     def _bus_lost(self, exc: Exception) -> None:
         if self._bus_down_since is None:

@@ -20,6 +20,7 @@ class SensorReading:
     spot_id: int
     occupied: bool | None
     observed_at: datetime | None
+    plate: str | None
 
 
 async def get_with_operator(session: AsyncSession, device_id: int) -> tuple[Device, int] | None:
@@ -63,14 +64,15 @@ async def lock_readings(
         select(
             col(Spot.id), col(Spot.label), col(Spot.sensor_occupied), col(Spot.sensor_observed_at)
         )
+        .add_columns(col(Spot.sensor_plate))
         .where(col(Spot.lot_id) == lot_id, col(Spot.label).in_(labels))
         .order_by(col(Spot.id))
         .with_for_update()
     )
     readings = {}
-    for spot_id, label, occupied, observed_at in (await session.execute(stmt)).all():
+    for spot_id, label, occupied, observed_at, plate in (await session.execute(stmt)).all():
         assert spot_id is not None
-        readings[label] = SensorReading(spot_id, occupied, observed_at)
+        readings[label] = SensorReading(spot_id, occupied, observed_at, plate)
     return readings
 
 
@@ -83,6 +85,7 @@ async def save_readings(session: AsyncSession, readings: Sequence[SensorReading]
                     "id": r.spot_id,
                     "sensor_occupied": r.occupied,
                     "sensor_observed_at": r.observed_at,
+                    "sensor_plate": r.plate,
                 }
                 for r in readings
             ],

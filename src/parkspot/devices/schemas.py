@@ -68,6 +68,13 @@ class SpotEvent(StrictModel):
     spot: Annotated[SpotLabel, Field(description="the spot's label in the device's lot")]
     occupied: bool
     observed_at: Instant
+    plate: Annotated[
+        Plate | None,
+        Field(
+            description="the plate a sensor with a camera read on the car (occupied only); "
+            "a plate other than the holding reservation's raises a wrong_vehicle alert"
+        ),
+    ] = None
 
 
 class SpotEventBatch(StrictModel):

@@ -181,7 +181,9 @@ async def record_spot_events(
     labels = sorted({event.spot for event in batch.events})
     readings = await repository.lock_readings(session, device.lot_id, labels)
     # None (no report yet) counts as not occupied, as in the spot's state.
-    was_occupied = {reading.spot_id: reading.occupied is True for reading in readings.values()}
+    before = {
+        reading.spot_id: (reading.occupied is True, reading.plate) for reading in readings.values()
+    }
     applied: dict[int, SensorReading] = {}
     results: list[SpotEventResult] = []
     latest = now + MAX_CLOCK_SKEW
@@ -191,13 +193,18 @@ async def record_spot_events(
         if result is EventResult.applied:
             assert reading is not None
             reading.occupied, reading.observed_at = event.occupied, event.observed_at
+            # A plate is only read off a car that is there.
+            reading.plate = event.plate if event.occupied else None
             applied[reading.spot_id] = reading
         results.append(
             SpotEventResult(index=index, spot=event.spot, result=result, code=code, message=message)
         )
     await repository.save_readings(session, list(applied.values()))
-    # Reports that leave every spot as occupied as it was leave the counts alone.
-    if any(reading.occupied is not was_occupied[spot_id] for spot_id, reading in applied.items()):
+    # Reports that leave every spot as it was leave the counts and alerts alone.
+    if any(
+        (reading.occupied is True, reading.plate) != before[spot_id]
+        for spot_id, reading in applied.items()
+    ):
         lot_changed(session, device.lot_id)
     tally = Counter(outcome.result for outcome in results)
     return SpotEventResults(
@@ -299,10 +306,11 @@ async def record_gate_event(
 async def _set_count(
     session: AsyncSession, lot: Lot, occupied: int, at: datetime
 ) -> CounterEventResult:
-    """Stores the lot's count, clamped to [0, the spots in service]; the lot row is
-    locked by the caller."""
+    """Stores the lot's count, clamped to [0, the spots in service], and how far past
+    that range it went (an alert while not 0); the lot row is locked by the caller."""
     assert lot.id is not None
     lot.counted_occupied = min(max(occupied, 0), await repository.capacity(session, lot.id))
+    lot.count_excess = occupied - lot.counted_occupied
     lot.counted_at = at
     session.add(lot)
     await session.flush()

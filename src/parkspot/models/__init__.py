@@ -1,5 +1,6 @@
 """Table models, imported together so Alembic and tests see the whole schema."""
 
+from parkspot.models.alerts import Alert, AlertKind
 from parkspot.models.base import metadata
 from parkspot.models.devices import Device, DeviceKind
 from parkspot.models.gate_passages import GateDirection, GatePassage, PassageResult
@@ -19,6 +20,8 @@ from parkspot.models.vehicles import Vehicle, VehicleKind
 
 __all__ = [
     "ACTIVE_STATUSES",
+    "Alert",
+    "AlertKind",
     "AuthSession",
     "AvailabilityChange",
     "Device",

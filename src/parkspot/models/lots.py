@@ -59,6 +59,9 @@ class Lot(SQLModel, table=True):
     # Cars let in by a gate with no reservation to match, less unmatched exits (never
     # below 0); they occupy spots of a lot whose occupancy comes from reservations.
     unplanned_inside: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # How far the counters' last move went past 0 or the capacity before it was clamped
+    # (0: the count was possible); an alert stays open while it is not 0.
+    count_excess: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
 
 
 class Spot(SQLModel, table=True):
@@ -79,4 +82,6 @@ class Spot(SQLModel, table=True):
     # sensor report yet.
     sensor_occupied: bool | None = Field(default=None)
     sensor_observed_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
+    # The plate the sensor read on the car it reports, when it reads plates.
+    sensor_plate: str | None = Field(default=None, max_length=15)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

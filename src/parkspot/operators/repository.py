@@ -6,10 +6,11 @@ from collections.abc import Sequence
 from sqlalchemy import func
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Mapped
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import col, select
 
 from parkspot.db.pagination import count_and_page
-from parkspot.models import MembershipRole, Operator, OperatorMember
+from parkspot.models import Lot, MembershipRole, Operator, OperatorMember, User
 
 
 def passkey_digest(passkey: str) -> str:
@@ -54,6 +55,15 @@ async def list_page(
             col(OperatorMember.role) == MembershipRole.manager,
         )
     return await count_and_page(session, stmt, col(Operator.id), limit, offset)
+
+
+def manages_lot(user: User) -> ColumnElement[bool]:
+    """A condition on ``lots``: the lot belongs to an operator the user manages."""
+    managed = select(OperatorMember.operator_id).where(
+        col(OperatorMember.user_id) == user.id,
+        col(OperatorMember.role) == MembershipRole.manager,
+    )
+    return col(Lot.operator_id).in_(managed)
 
 
 async def membership(

@@ -24,13 +24,12 @@ from parkspot.db.types import UTCDateTime
 from parkspot.models import (
     ACTIVE_STATUSES,
     Lot,
-    OperatorMember,
     Reservation,
     ReservationStatus,
     Spot,
     User,
 )
-from parkspot.models.operators import MembershipRole
+from parkspot.operators import repository as operator_repository
 from parkspot.reservations.schemas import ReservationFilters
 
 SPOT_EXCLUSION = "ex_reservations_spot_id_window"
@@ -240,14 +239,6 @@ async def by_plate_for_update(
     return list((await session.execute(stmt)).scalars())
 
 
-def _managed_lot_ids(user: User) -> ColumnElement[bool]:
-    managed = select(OperatorMember.operator_id).where(
-        col(OperatorMember.user_id) == user.id,
-        col(OperatorMember.role) == MembershipRole.manager,
-    )
-    return col(Lot.operator_id).in_(managed)
-
-
 async def search(
     session: AsyncSession,
     user: User,
@@ -263,7 +254,7 @@ async def search(
     if not managed:
         stmt = stmt.where(col(Reservation.user_id) == user.id)
     elif not all_lots:
-        stmt = stmt.where(_managed_lot_ids(user))
+        stmt = stmt.where(operator_repository.manages_lot(user))
     if filters.status:
         stmt = stmt.where(col(Reservation.status).in_(filters.status))
     if filters.lot_id is not None:

@@ -1,0 +1,1 @@
+"""Alerts for lot managers: raised and cleared as each lot is recounted."""
