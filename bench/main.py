@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if unknown:
         sys.stderr.write(f"unknown scenario(s): {', '.join(unknown)}; known: {list(scenarios)}\n")
         return 2
-    if "S2" in wanted:  # its ceiling
+    if {"S2", "S4"} & set(wanted):  # their ceilings
         require_tool("pgbench")
     parkspot = Path(sys.executable).parent / "parkspot"
     if not parkspot.exists():

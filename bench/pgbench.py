@@ -1,5 +1,6 @@
-"""Running pgbench as a ceiling: a custom script, fixed clients and duration, prepared
-statements (as asyncpg uses), per-transaction latencies from its log."""
+"""Running pgbench as a ceiling: a custom script or a built-in one (on a database
+``init_pgbench`` made), fixed clients and duration, prepared statements (as asyncpg uses),
+per-transaction latencies from its log."""
 
 import asyncio
 import re
@@ -41,18 +42,40 @@ def _number(pattern: str, text: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
+async def init_pgbench(database: PgDatabase, *, scale: int) -> None:
+    """pgbench -i -q -s <scale>: pgbench's own tables (100,000 accounts per unit of scale),
+    vacuumed; raises when it fails."""
+    command = [require_tool("pgbench"), "-i", "-q", "-s", str(scale), *database.libpq_args()]
+    proc = await asyncio.create_subprocess_exec(
+        *command,
+        database.name,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=database.libpq_env(),
+    )
+    out, err = await proc.communicate()
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"pgbench -i failed ({proc.returncode}):\n{out.decode()}\n{err.decode()}"
+        )
+
+
 async def run_pgbench(
     database: PgDatabase,
-    script: Path,
+    script: Path | None,
     *,
     clients: int,
     threads: int,
     duration: int,
-    variables: Mapping[str, object],
+    variables: Mapping[str, object] | None = None,
     protocol: str = "prepared",
+    builtin: str | None = None,
 ) -> PgbenchResult:
-    """pgbench -n -M <protocol> -c <clients> -j <threads> -T <duration> -f <script> with
-    ``-D name=value`` for each variable; raises when pgbench itself fails to run."""
+    """pgbench -n -M <protocol> -c <clients> -j <threads> -T <duration> -f <script> (or
+    ``-b <builtin>``, e.g. ``simple-update``, with ``script`` None) with ``-D name=value``
+    for each variable; raises when pgbench itself fails to run."""
+    if (script is None) == (builtin is None):
+        raise ValueError("give either a script or a built-in script's name")
     pgbench = require_tool("pgbench")
     with tempfile.TemporaryDirectory(prefix="pgbench-") as log_dir:
         command = [
@@ -66,13 +89,12 @@ async def run_pgbench(
             str(threads),
             "-T",
             str(duration),
-            "-f",
-            str(script),
+            *(["-b", builtin] if builtin is not None else ["-f", str(script)]),
             "-l",
             f"--log-prefix={log_dir}/tx",
             *database.libpq_args(),
         ]
-        for name, value in variables.items():
+        for name, value in (variables or {}).items():
             command += ["-D", f"{name}={value}"]
         command.append(database.name)
         children = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -1,12 +1,14 @@
 """Bench data written straight into a migrated database (COPY, not the API): one operator,
 lots of public spots, drivers with one vehicle each and, optionally, a live login session
-per driver so tokens can be minted without paying for argon2 at every login.
+per driver so tokens can be minted without paying for argon2 at every login; devices with
+keys known to the caller (their digests stored as POST /lots/{lot_id}/devices stores them).
 
 Ids are contiguous and in order (lot i's spots follow lot i-1's, user i owns vehicle i), so a
 load plan, and a pgbench script, can compute them arithmetically; ``seed`` checks that.
 """
 
 import asyncio
+import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -17,6 +19,7 @@ import httpx
 from bench.harness import SECRET_KEY, PgDatabase
 from parkspot.auth.security import PasswordHasher, TokenCodec
 from parkspot.config import Settings
+from parkspot.devices.service import KEY_PREFIX, key_digest
 
 PASSWORD = "bench-password-1"
 # A driver's session id (jti) is JTI_BASE + user id: a 19-digit string pgbench can compute.
@@ -199,6 +202,28 @@ async def _check_contiguous(conn: asyncpg.Connection, layout: Layout) -> None:
     spots = await conn.fetchval("SELECT max(id) - min(id) + 1 FROM spots")
     if misplaced or misowned or users != layout.users or spots != layout.spots:
         raise RuntimeError("seeded ids are not contiguous; the load plan cannot compute them")
+
+
+async def seed_devices(
+    database: PgDatabase, layout: Layout, kind: str, now: datetime | None = None
+) -> list[str]:
+    """One active device of ``kind`` (e.g. ``spot_sensor``) per lot; returns their keys,
+    lot by lot (lot ``first_lot_id + i``'s is the i-th)."""
+    now = now or datetime.now(UTC)
+    keys = [KEY_PREFIX + secrets.token_urlsafe(32) for _ in range(layout.lots)]
+    conn = await database.connect()
+    try:
+        await conn.copy_records_to_table(
+            "devices",
+            columns=["lot_id", "name", "kind", "key_digest", "created_at"],
+            records=[
+                (layout.first_lot_id + i, f"Bench {kind} {i + 1:02d}", kind, key_digest(key), now)
+                for i, key in enumerate(keys)
+            ],
+        )
+    finally:
+        await conn.close()
+    return keys
 
 
 def mint_tokens(layout: Layout, issued_at: datetime | None = None) -> list[str]:
