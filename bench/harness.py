@@ -37,6 +37,7 @@ DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 SECRET_KEY = "parkspot-bench-secret-key-0123456789abcdefghijklmnop"
 LOOPBACK = "127.0.0.1"
 TIMES = "\u00d7"  # the multiplication sign, for the tables
+BENCH_APPLICATION = "parkspot-bench"
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,7 @@ class BenchConfig:
     redis_url: str | None
     work_dir: Path  # scratch space of this run (logs, pgbench scripts); deleted afterwards
     bin_dir: Path = Path(sys.executable).parent
+    soak_seconds: int | None = None  # S9's duration; None: its default (quick: shorter)
 
     @property
     def parkspot(self) -> Path:
@@ -75,7 +77,11 @@ class PgDatabase:
         return self.url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
     async def connect(self) -> asyncpg.Connection:
-        return await asyncpg.connect(self.dsn)
+        """A connection of the harness's own (``application_name`` BENCH_APPLICATION, so it
+        can be told apart from the server's)."""
+        return await asyncpg.connect(
+            self.dsn, server_settings={"application_name": BENCH_APPLICATION}
+        )
 
     def libpq_args(self) -> list[str]:
         """``-h H -p P -U U`` for pgbench and psql (the password goes in PGPASSWORD)."""
@@ -477,6 +483,16 @@ def process_tree_rss(pid: int) -> int:
     return total
 
 
+def process_tree_fds(pid: int) -> int:
+    """Open file descriptors (sockets included) of a process and its descendants, 0 when
+    gone."""
+    total = 0
+    for member in _process_tree(pid):
+        with contextlib.suppress(OSError):
+            total += len(os.listdir(f"/proc/{member}/fd"))
+    return total
+
+
 def _cpu_of(pids: Iterable[int]) -> dict[int, float]:
     found = {}
     for pid in pids:
@@ -493,9 +509,11 @@ class BackendCpu:
     backend that ends loses at most its last 0.2 s."""
 
     INTERVAL = 0.2
+    # The harness's own connections (e.g. S9's monitor) are not the measured work.
     _QUERY = (
         "SELECT pid FROM pg_stat_activity "
-        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        "WHERE datname = current_database() AND pid <> pg_backend_pid() "
+        f"AND application_name <> '{BENCH_APPLICATION}'"
     )
 
     def __init__(self, database: PgDatabase) -> None:

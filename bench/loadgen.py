@@ -5,13 +5,18 @@ A scenario describes its requests with a picklable ``RequestSource``: ``request(
 gives the raw bytes of client ``client``'s ``n``-th request (or None: that client is done).
 ``run_load`` opens every connection first, starts all clients at one instant, and measures
 only responses completed inside the window ``[start + warmup, start + warmup + duration)``;
-with ``duration=None`` every client runs until its source is exhausted (a burst).
+with ``duration=None`` every client runs until its source is exhausted (a burst). With an
+``interval`` the clients are paced (a steady rate instead of as fast as the server answers).
+Statuses, error codes and latencies are counted here; a scenario that needs more of each
+response (its body) gives a picklable ``ResponseTally``, which the worker processes fill in
+and send back with their reports.
 
 Only the standard library (plus uvloop) is imported here, so worker processes start fast.
 """
 
 import asyncio
 import contextlib
+import copy
 import json
 import math
 import multiprocessing
@@ -23,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from multiprocessing.sharedctypes import Synchronized
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 HEADER_END = b"\r\n\r\n"
 
@@ -143,6 +148,19 @@ class RequestSource(Protocol):
     def request(self, client: int, n: int) -> bytes | None: ...
 
 
+class ResponseTally(Protocol):
+    """Picklable: what a scenario reads from every response beyond its status and latency.
+    Each worker process gets a copy of the one given to ``run_load``, ``add``s every
+    response to it (warm-up included; ``measured``: completed inside the window) and sends
+    it back with its report; the harness ``merge``s the copies into ``LoadResult.tally``."""
+
+    def add(self, client: int, status: int, body: bytes, latency: float, measured: bool) -> None:
+        """One response (``latency`` in seconds, from the request's send)."""
+
+    def merge(self, other: Self) -> None:
+        """Adds another copy's counts to this one's."""
+
+
 @dataclass(frozen=True)
 class LoadSpec:
     host: str
@@ -151,6 +169,11 @@ class LoadSpec:
     clients: tuple[int, ...]
     warmup: float
     duration: float | None
+    tally: ResponseTally | None = None
+    # Pacing: client c sends its n-th request at start + (n + c / concurrency) * interval
+    # at the earliest; 0: back to back.
+    interval: float = 0.0
+    concurrency: int = 1
 
 
 @dataclass
@@ -171,6 +194,8 @@ class LoadResult:
     client_cpu_seconds: float = 0.0
     processes: int = 0
     last_done: float = 0.0
+    # The processes' ResponseTally copies merged (None when run_load was given none).
+    tally: ResponseTally | None = None
 
     @property
     def completed(self) -> int:
@@ -196,6 +221,11 @@ class LoadResult:
         self.client_cpu_seconds += other.client_cpu_seconds
         self.processes += other.processes
         self.last_done = max(self.last_done, other.last_done)
+        if other.tally is not None:
+            if self.tally is None:
+                self.tally = copy.deepcopy(other.tally)
+            else:
+                self.tally.merge(other.tally)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -233,9 +263,15 @@ async def _client(
 ) -> None:
     window_start = start + spec.warmup
     window_end = window_start + spec.duration if spec.duration is not None else math.inf
+    phase = client / spec.concurrency
     n = 0
     try:
-        while time.monotonic() < window_end:
+        while True:
+            if spec.interval:
+                due = start + (n + phase) * spec.interval
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+            if time.monotonic() >= window_end:
+                break
             raw = spec.source.request(client, n)
             if raw is None:
                 result.exhausted_clients += 1
@@ -259,11 +295,14 @@ async def _client(
             done = time.monotonic()
             result.all_statuses[status] += 1
             result.last_done = max(result.last_done, done)
-            if window_start <= done < window_end:
+            measured = window_start <= done < window_end
+            if measured:
                 result.latencies.append(done - sent)
                 result.statuses[status] += 1
                 if status >= 300:
                     result.errors[f"{status} {error_code(body)}"] += 1
+            if result.tally is not None:
+                result.tally.add(client, status, body, done - sent, measured)
     except (OSError, ProtocolError, asyncio.IncompleteReadError, ValueError) as exc:
         result.transport_errors += 1
         result.transport_error_samples.append(f"client {client}: {exc!r}")
@@ -283,7 +322,7 @@ async def _worker(
     start = start_at.value
     await asyncio.sleep(max(0.0, start - time.monotonic()))
     cpu0 = _cpu_seconds()
-    result = LoadResult(processes=1)
+    result = LoadResult(processes=1, tally=spec.tally)
     await asyncio.gather(
         *(
             _client(spec, c, conn, start, result)
@@ -325,16 +364,31 @@ def run_load(
     duration: float | None,
     processes: int = 1,
     timeout: float = 120.0,
+    tally: ResponseTally | None = None,
+    interval: float = 0.0,
 ) -> LoadResult:
     """Blocking (call it with ``asyncio.to_thread``): ``concurrency`` connections spread over
-    ``processes`` worker processes; client ids are 0 … concurrency-1."""
+    ``processes`` worker processes; client ids are 0 … concurrency-1. ``tally``: see
+    ``ResponseTally`` (the result's ``tally`` is a merged copy; the one given is not
+    changed). ``interval``: each client sends at most one request per ``interval`` seconds,
+    the clients evenly staggered (``concurrency / interval`` requests a second at most)."""
     processes = max(1, min(processes, concurrency))
     ctx = multiprocessing.get_context("spawn")
     messages: multiprocessing.Queue[tuple[str, Any]] = ctx.Queue()
     go = ctx.Event()
     start_at = ctx.Value("d", 0.0)
     specs = [
-        LoadSpec(host, port, source, tuple(range(p, concurrency, processes)), warmup, duration)
+        LoadSpec(
+            host,
+            port,
+            source,
+            tuple(range(p, concurrency, processes)),
+            warmup,
+            duration,
+            tally,
+            interval,
+            concurrency,
+        )
         for p in range(processes)
     ]
     workers = [

@@ -57,12 +57,25 @@ def build_parser(known: Sequence[str]) -> argparse.ArgumentParser:
         help="Redis for scenarios that run with it (default: $PARKSPOT_BENCH_REDIS_URL)",
     )
     parser.add_argument(
+        "--soak-seconds",
+        type=_positive_int,
+        default=None,
+        help="how long S9 (the soak) runs (default: 600; with --quick: 60)",
+    )
+    parser.add_argument(
         "--output", type=Path, default=DEFAULT_OUTPUT, help="results file (default: %(default)s)"
     )
     parser.add_argument(
         "--keep-work", action="store_true", help="keep the scratch folder (server logs)"
     )
     return parser
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number of seconds")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -81,7 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     work_dir = Path(tempfile.mkdtemp(prefix="parkspot-bench-"))
     config = BenchConfig(
-        quick=args.quick, pg_url=args.pg_url, redis_url=args.redis_url, work_dir=work_dir
+        quick=args.quick,
+        pg_url=args.pg_url,
+        redis_url=args.redis_url,
+        work_dir=work_dir,
+        soak_seconds=args.soak_seconds,
     )
     started = datetime.now(UTC)
     background = background_cores()

@@ -14,6 +14,7 @@ def all_scenarios() -> dict[str, Scenario]:
         s6_ws_fanout,
         s7_reconnect_storm,
         s8_stalled_subscriber,
+        s9_soak,
     )
 
     return {
@@ -27,5 +28,6 @@ def all_scenarios() -> dict[str, Scenario]:
             s6_ws_fanout.SCENARIO,
             s7_reconnect_storm.SCENARIO,
             s8_stalled_subscriber.SCENARIO,
+            s9_soak.SCENARIO,
         )
     }

@@ -29,16 +29,12 @@ record (GET /api/v1/availability/{lot_id}) must come to the count its last batch
 import asyncio
 import json
 import math
-import multiprocessing
-import resource
 import statistics
 import time
-import traceback
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
-from multiprocessing.sharedctypes import Synchronized
 from typing import Any
 
 import httpx
@@ -163,19 +159,18 @@ class EventPlan:
         return last
 
 
-# --- the load: like bench/loadgen.py's, but each response's per-event results counted ---
+# --- the load: bench/loadgen.py's, with each response's per-event results counted -------
 
 
 @dataclass(frozen=True)
-class LoadSpec:
-    host: str
-    port: int
+class BatchRequests:
+    """The load's requests (sent to the worker processes): client c's n-th batch is its
+    ``first_n[c] + n``-th in the plan (each client's counter continues across runs)."""
+
     plan: EventPlan
+    host: str
     keys: tuple[str, ...]  # by lot number
-    clients: tuple[int, ...]
-    first_n: tuple[int, ...]  # where each client's counter starts, by client id
-    warmup: float
-    duration: float
+    first_n: tuple[int, ...]
 
     def request(self, client: int, n: int) -> bytes | None:
         batch = self.plan.batch(client, self.first_n[client] + n)
@@ -184,221 +179,60 @@ class LoadSpec:
         lot, b = batch
         headers = {"Content-Type": "application/json", "X-Device-Key": self.keys[lot]}
         return loadgen.http_request(
-            "POST", PATH, f"{self.host}:{self.port}", headers=headers, body=self.plan.body(lot, b)
+            "POST", PATH, self.host, headers=headers, body=self.plan.body(lot, b)
         )
 
 
 @dataclass
-class BatchLoad:
-    """Responses inside the window (``latencies``, ``statuses``, ``applied_in_window``), and
-    over the whole run, warm-up included, what correctness needs."""
+class EventTally:
+    """A ``loadgen.ResponseTally``: every 200's per-event results summed (warm-up
+    included), and the events applied by the responses inside the window."""
 
-    window_seconds: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    statuses: Counter[int] = field(default_factory=Counter)
-    applied_in_window: int = 0
-    all_statuses: Counter[int] = field(default_factory=Counter)
-    errors: Counter[str] = field(default_factory=Counter)  # "<status> <code>" of non-200s
-    outcomes: Counter[str] = field(default_factory=Counter)  # per-event results summed
+    batch: int = BATCH  # events per request
+    outcomes: Counter[str] = field(default_factory=Counter)
     malformed: int = 0  # 200s whose results do not account for the batch's events
-    transport_errors: int = 0
-    transport_error_samples: list[str] = field(default_factory=list)
-    sent: dict[int, int] = field(default_factory=dict)  # batches each client sent
-    client_cpu_seconds: float = 0.0
-    processes: int = 0
+    applied_in_window: int = 0
 
-    def merge(self, other: "BatchLoad") -> None:
-        self.latencies += other.latencies
-        self.statuses.update(other.statuses)
-        self.applied_in_window += other.applied_in_window
-        self.all_statuses.update(other.all_statuses)
-        self.errors.update(other.errors)
+    def add(self, client: int, status: int, body: bytes, latency: float, measured: bool) -> None:
+        if status != 200:
+            return
+        try:
+            answer = json.loads(body)
+            counts = {
+                "applied": int(answer["applied"]),
+                "duplicate": int(answer["duplicates"]),
+                "stale": int(answer["stale"]),
+                "rejected": int(answer["rejected"]),
+            }
+            results = len(answer["results"])
+        except (ValueError, KeyError, TypeError):
+            self.malformed += 1
+            return
+        self.outcomes.update(counts)
+        if results != self.batch or sum(counts.values()) != self.batch:
+            self.malformed += 1
+        if measured:
+            self.applied_in_window += counts["applied"]
+
+    def merge(self, other: "EventTally") -> None:
         self.outcomes.update(other.outcomes)
         self.malformed += other.malformed
-        self.transport_errors += other.transport_errors
-        self.transport_error_samples += other.transport_error_samples[:5]
-        for client, n in other.sent.items():
-            self.sent[client] = self.sent.get(client, 0) + n
-        self.client_cpu_seconds += other.client_cpu_seconds
-        self.processes += other.processes
-
-    @property
-    def applied_per_second(self) -> float:
-        return self.applied_in_window / self.window_seconds if self.window_seconds else 0.0
-
-    @property
-    def batches_per_second(self) -> float:
-        return len(self.latencies) / self.window_seconds if self.window_seconds else 0.0
-
-    def summary(self) -> dict[str, Any]:
-        return {
-            "batches_answered": sum(self.all_statuses.values()),
-            "statuses": {str(k): v for k, v in sorted(self.all_statuses.items())},
-            "errors": dict(sorted(self.errors.items())),
-            "event_results": dict(sorted(self.outcomes.items())),
-            "malformed_responses": self.malformed,
-            "transport_errors": self.transport_errors,
-            "transport_error_samples": self.transport_error_samples[:5],
-            "client_processes": self.processes,
-            "client_cpu_seconds": round(self.client_cpu_seconds, 3),
-        }
+        self.applied_in_window += other.applied_in_window
 
 
-def _tally(body: bytes, result: BatchLoad) -> int:
-    """Counts a 200's per-event results; returns how many were applied."""
-    try:
-        answer = json.loads(body)
-        counts = {
-            "applied": int(answer["applied"]),
-            "duplicate": int(answer["duplicates"]),
-            "stale": int(answer["stale"]),
-            "rejected": int(answer["rejected"]),
-        }
-        results = len(answer["results"])
-    except (ValueError, KeyError, TypeError):
-        result.malformed += 1
-        return 0
-    result.outcomes.update(counts)
-    if results != BATCH or sum(counts.values()) != BATCH:
-        result.malformed += 1
-    return counts["applied"]
+def events_of(load: loadgen.LoadResult) -> EventTally:
+    """The EventTally a run of the load filled in."""
+    tally = load.tally if load.tally is not None else EventTally()
+    assert isinstance(tally, EventTally)
+    return tally
 
 
-async def _client(
-    spec: LoadSpec, client: int, conn: loadgen.HttpConnection, start: float, result: BatchLoad
-) -> None:
-    window_start = start + spec.warmup
-    window_end = window_start + spec.duration
-    n = 0
-    try:
-        while time.monotonic() < window_end:
-            raw = spec.request(client, n)
-            if raw is None:
-                return
-            n += 1
-            result.sent[client] = n
-            if conn.closed:
-                await conn.close()
-                conn = await loadgen.HttpConnection.open(spec.host, spec.port)
-            sent = time.monotonic()
-            status, body = await conn.send(raw)
-            done = time.monotonic()
-            result.all_statuses[status] += 1
-            applied = 0
-            if status == 200:
-                applied = _tally(body, result)
-            else:
-                result.errors[f"{status} {loadgen.error_code(body)}"] += 1
-            if window_start <= done < window_end:
-                result.latencies.append(done - sent)
-                result.statuses[status] += 1
-                result.applied_in_window += applied
-    except (OSError, loadgen.ProtocolError, asyncio.IncompleteReadError, ValueError) as exc:
-        result.transport_errors += 1
-        result.transport_error_samples.append(f"client {client}: {exc!r}")
-    finally:
-        await conn.close()
+def applied_per_second(load: loadgen.LoadResult) -> float:
+    return events_of(load).applied_in_window / load.window_seconds if load.window_seconds else 0.0
 
 
-def _cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-async def _worker(
-    spec: LoadSpec,
-    messages: "multiprocessing.Queue[tuple[str, Any]]",
-    go: Any,
-    start_at: "Synchronized[float]",
-) -> BatchLoad:
-    conns = await asyncio.gather(
-        *(loadgen.HttpConnection.open(spec.host, spec.port) for _ in spec.clients)
-    )
-    messages.put(("ready", len(conns)))
-    await asyncio.get_running_loop().run_in_executor(None, go.wait)
-    start = start_at.value
-    await asyncio.sleep(max(0.0, start - time.monotonic()))
-    cpu0 = _cpu_seconds()
-    result = BatchLoad(processes=1)
-    await asyncio.gather(
-        *(
-            _client(spec, c, conn, start, result)
-            for c, conn in zip(spec.clients, conns, strict=True)
-        )
-    )
-    result.client_cpu_seconds = _cpu_seconds() - cpu0
-    return result
-
-
-def _worker_main(
-    spec: LoadSpec,
-    messages: "multiprocessing.Queue[tuple[str, Any]]",
-    go: Any,
-    start_at: "Synchronized[float]",
-) -> None:
-    try:
-        try:
-            import uvloop
-
-            result = uvloop.run(_worker(spec, messages, go, start_at))
-        except ImportError:
-            result = asyncio.run(_worker(spec, messages, go, start_at))
-        messages.put(("result", result))
-    except BaseException:
-        messages.put(("error", traceback.format_exc()))
-
-
-def run_batches(
-    server: Server,
-    plan: EventPlan,
-    keys: tuple[str, ...],
-    first_n: tuple[int, ...],
-    *,
-    warmup: float,
-    duration: float,
-    processes: int = CLIENT_PROCESSES,
-) -> BatchLoad:
-    """Blocking (call it with ``asyncio.to_thread``): ``plan.clients`` connections over
-    ``processes`` worker processes, all starting at one instant, for warmup + duration s."""
-    ctx = multiprocessing.get_context("spawn")
-    messages: multiprocessing.Queue[tuple[str, Any]] = ctx.Queue()
-    go = ctx.Event()
-    start_at = ctx.Value("d", 0.0)
-    processes = max(1, min(processes, plan.clients))
-    specs = [
-        LoadSpec(
-            server.host,
-            server.port,
-            plan,
-            keys,
-            tuple(range(p, plan.clients, processes)),
-            first_n,
-            warmup,
-            duration,
-        )
-        for p in range(processes)
-    ]
-    workers = [
-        ctx.Process(target=_worker_main, args=(spec, messages, go, start_at), daemon=True)
-        for spec in specs
-    ]
-    for worker in workers:
-        worker.start()
-    try:
-        loadgen.wait_for_reports(messages, "ready", processes, 60.0)
-        start_at.value = time.monotonic() + 0.05
-        go.set()
-        parts = loadgen.wait_for_reports(messages, "result", processes, warmup + duration + 120)
-    finally:
-        go.set()
-        for worker in workers:
-            worker.join(5)
-            if worker.is_alive():
-                worker.kill()
-    total = BatchLoad(window_seconds=duration)
-    for part in parts:
-        total.merge(part)
-    return total
+def batches_per_second(load: loadgen.LoadResult) -> float:
+    return load.completed / load.window_seconds if load.window_seconds else 0.0
 
 
 # --- the two sides -----------------------------------------------------------------------
@@ -455,20 +289,29 @@ class ApiSide:
         self.keys = keys
         self.next_n = [0] * plan.clients
         self.meter = CpuMeter({"server": server.pid}, {"postgres": database})
-        self.rounds: list[BatchLoad] = []
-        self.total = BatchLoad()  # every run, warm-up included
+        self.rounds: list[loadgen.LoadResult] = []
+        self.total = loadgen.LoadResult()  # every run, warm-up included
+
+    @property
+    def sent(self) -> dict[int, int]:
+        """Batches each client sent, over every run."""
+        return dict(enumerate(self.next_n))
 
     async def run(self, seconds: float, *, measure: bool) -> None:
+        host = f"{self.server.host}:{self.server.port}"
+        source = BatchRequests(self.plan, host, self.keys, tuple(self.next_n))
         if measure:
             await self.meter.start()
         load = await asyncio.to_thread(
-            run_batches,
-            self.server,
-            self.plan,
-            self.keys,
-            tuple(self.next_n),
+            loadgen.run_load,
+            self.server.host,
+            self.server.port,
+            source,
+            self.plan.clients,
             warmup=API_ROUND_WARMUP if measure else 0.0,
             duration=seconds,
+            processes=CLIENT_PROCESSES,
+            tally=EventTally(),
         )
         if measure:
             await self.meter.stop()
@@ -481,7 +324,7 @@ class ApiSide:
     def cpu(self) -> dict[str, float]:
         seconds = sum(r.window_seconds + API_ROUND_WARMUP for r in self.rounds)
         answered = sum(sum(r.all_statuses.values()) for r in self.rounds)
-        applied = sum(r.outcomes["applied"] for r in self.rounds)
+        applied = sum(events_of(r).outcomes["applied"] for r in self.rounds)
         cpu = self.meter.as_dict()
         cpu["client_cpu_cores"] = round(sum(r.client_cpu_seconds for r in self.rounds) / seconds, 3)
         cpu["other_cpu_cores"] = self.meter.other_cores(cpu["client_cpu_cores"])
@@ -568,15 +411,15 @@ async def check_availability(
 
 
 def _round_figures(
-    number: int, order: str, ceiling: PgbenchResult, load: BatchLoad
+    number: int, order: str, ceiling: PgbenchResult, load: loadgen.LoadResult
 ) -> dict[str, Any]:
-    events = load.applied_per_second
+    events = applied_per_second(load)
     return {
         "round": number,
         "order": order,
         "pgbench_rows_per_second": round(ceiling.tps, 1),
         "api_events_per_second": round(events, 1),
-        "api_batches_per_second": round(load.batches_per_second, 1),
+        "api_batches_per_second": round(batches_per_second(load), 1),
         "ratio": round(events / ceiling.tps, 4) if ceiling.tps else 0.0,
         "api_p99_ms": latency_summary(load.latencies).get("p99_ms"),
         "pgbench_p99_ms": latency_summary(ceiling.latencies).get("p99_ms"),
@@ -628,7 +471,7 @@ async def run(config: BenchConfig) -> ScenarioResult:
                         await api.run(seconds, measure=True)
                     else:
                         await ceiling.run(seconds, measure=True)
-            last = plan.last_batches(api.total.sent)
+            last = plan.last_batches(api.sent)
             log("S4: checking the availability records and the spots")
             availability = await check_availability(server, plan, last)
             log_errors = server_errors(server)
@@ -647,15 +490,16 @@ async def run(config: BenchConfig) -> ScenarioResult:
     pgbench_latency = latency_summary(x for r in ceiling.rounds for x in r.latencies)
     # Correctness counts cover every API run, warm-ups included.
     total = api.total
+    tally = events_of(total)
     answered = sum(total.all_statuses.values())
     server_5xx = sum(n for status, n in total.all_statuses.items() if 500 <= status < 600)
     non_200 = answered - total.all_statuses.get(200, 0)
-    not_applied = sum(n for outcome, n in total.outcomes.items() if outcome != "applied")
+    not_applied = sum(n for outcome, n in tally.outcomes.items() if outcome != "applied")
     correct = (
         non_200 == 0
         and total.transport_errors == 0
         and not_applied == 0
-        and total.malformed == 0
+        and tally.malformed == 0
         and spots["mismatched"] == 0
         and availability["mismatched"] == 0
         and not log_errors
@@ -682,9 +526,13 @@ async def run(config: BenchConfig) -> ScenarioResult:
             "api": {
                 "events_per_second_median": events,
                 "batches_per_second_median": batches,
-                "events_applied": total.outcomes["applied"],
+                "events_applied": tally.outcomes["applied"],
                 "latency_per_batch": latency,
-                "load": total.summary(),
+                "load": total.summary()
+                | {
+                    "event_results": dict(sorted(tally.outcomes.items())),
+                    "malformed_responses": tally.malformed,
+                },
                 "cpu": api_cpu,
                 "server_settings": server_settings,
                 "server_log_errors": log_errors[:10],
@@ -716,7 +564,7 @@ async def run(config: BenchConfig) -> ScenarioResult:
             "non_200": non_200,
             "transport_errors": total.transport_errors,
             "events_not_applied": not_applied,
-            "malformed_responses": total.malformed,
+            "malformed_responses": tally.malformed,
             "spots_not_at_last_event": spots["mismatched"],
             "lots_availability_not_caught_up": availability["mismatched"],
             "availability_caught_up_seconds": availability["seconds_to_catch_up"],
