@@ -334,6 +334,10 @@ class LiveServer:
             "PARKSPOT_LOG_LEVEL": "warning",
             "PARKSPOT_PASSWORD_HASH_MEMORY_KIB": "1024",
             "PARKSPOT_PASSWORD_HASH_TIME_COST": "1",
+            # Tests sign many users up and in from one address.
+            "PARKSPOT_RATE_LIMIT_LOGIN_PER_ACCOUNT": "0",
+            "PARKSPOT_RATE_LIMIT_LOGIN_PER_ADDRESS": "0",
+            "PARKSPOT_RATE_LIMIT_REGISTER_PER_ADDRESS": "0",
         }
         if self.redis_url:
             env["PARKSPOT_REDIS_URL"] = self.redis_url

@@ -8,6 +8,8 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 from jose import jwt
 from sqlalchemy import update
 
@@ -430,6 +432,18 @@ def _hs512(claims: dict[str, Any], settings: Settings) -> str:
     return token
 
 
+def _rs256(claims: dict[str, Any], settings: Settings) -> str:
+    """Signed with an RSA key of the forger's own: only HS256 may be accepted."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    token: str = jwt.encode(claims, pem.decode(), algorithm="RS256")
+    return token
+
+
 def _without(name: str) -> Any:
     def make(claims: dict[str, Any], settings: Settings) -> str:
         return _sign({k: v for k, v in claims.items() if k != name}, settings)
@@ -457,6 +471,7 @@ def _tampered_payload(claims: dict[str, Any], settings: Settings) -> str:
         pytest.param(_with(iss="evil-issuer"), id="wrong-issuer"),
         pytest.param(_alg_none, id="alg-none"),
         pytest.param(_hs512, id="other-algorithm"),
+        pytest.param(_rs256, id="rs256-with-the-forgers-key"),
         pytest.param(_other_key, id="signed-with-another-key"),
         pytest.param(_tampered_payload, id="payload-changed-after-signing"),
         pytest.param(_with(jti="no-such-session"), id="unknown-session-jti"),

@@ -17,12 +17,12 @@ from redis.asyncio import Redis
 from sqlalchemy import func, select, text
 
 from parkspot.app import create_app
-from parkspot.availability import service
 from parkspot.availability.outbox import lot_changed
 from parkspot.config import Settings
 from parkspot.db.types import utcnow
 from parkspot.models import AvailabilityChange, LotAvailability, Role
 from parkspot.state import AppState
+from tests.availability_helpers import counts, recount
 from tests.conftest import MakeOperator, MakeUser, assert_error
 from tests.lot_helpers import LOTS, SPOTS, add_member
 from tests.reservation_helpers import (
@@ -53,24 +53,6 @@ async def record(client: httpx.AsyncClient, state: AppState, lot_id: int, **kw: 
     assert response.status_code == 200, response.text
     body: Json = response.json()
     return body
-
-
-async def recount(state: AppState, lot_id: int) -> Json:
-    """The lot's counts straight from the database, as the engine would make them."""
-    async with state.database.session(write=False) as session:
-        counted = await service.count(
-            session,
-            [lot_id],
-            state.clock(),
-            timedelta(minutes=state.settings.no_show_grace_minutes),
-            state.settings.availability_almost_full_ratio,
-            timedelta(seconds=state.settings.device_silence_seconds),
-        )
-    return counted[lot_id].record.lot.model_dump(mode="json", exclude={"version", "updated_at"})
-
-
-def counts(body: Json) -> Json:
-    return {k: v for k, v in body.items() if k not in ("version", "updated_at")}
 
 
 @pytest.fixture
@@ -381,6 +363,20 @@ async def test_a_bad_lot_id_gets_422_and_an_unknown_one_404(
 ) -> None:
     assert_error(await client.get(f"{AVAILABILITY}/{lot_id}"), 422)
     assert_error(await client.get(f"{AVAILABILITY}/12345"), 404, "lot_not_found")
+
+
+@pytest.mark.parametrize("value", ["0" * 1025, "a\tb"])
+async def test_an_if_none_match_the_routes_refuse_is_refused_by_the_fast_path_too(
+    client: httpx.AsyncClient, state: AppState, site: Site, make_user: MakeUser, value: str
+) -> None:
+    # Found by tests/test_fuzz.py: the fast path answered 200 where the routes said 422.
+    await state.availability.settle()
+    anyone = await make_user()
+    for path in (f"{AVAILABILITY}/{site.lot_id}", AVAILABILITY):
+        fast = await client.get(path, headers={"If-None-Match": value})
+        routed = await client.get(path, headers={"If-None-Match": value} | anyone.headers)
+        assert_error(fast, 422, "validation_error")
+        assert_error(routed, 422, "validation_error")
 
 
 async def test_a_members_only_lot_is_seen_by_members_and_admins_only(

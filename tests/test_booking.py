@@ -645,6 +645,23 @@ async def test_a_time_without_an_offset_gets_422_validation_error(
     assert "timezone" in message
 
 
+async def test_ids_are_json_integers_as_json_schema_reads_them(
+    client: httpx.AsyncClient, site: Site, driver: Driver
+) -> None:
+    # Found by tests/test_fuzz.py: 7.0 is an integer to JSON Schema, and was refused.
+    spot_id = site.spot("A1")["id"]
+    for refused in (True, str(spot_id)):
+        body = booking(driver, at(1), at(2), spot_id=spot_id) | {"spot_id": refused}
+        response = await client.post(RESERVATIONS, json=body, headers=driver.headers)
+        assert_error(response, 422, "validation_error")
+
+    body = booking(driver, at(1), at(2), spot_id=spot_id) | {"spot_id": float(spot_id)}
+    response = await client.post(RESERVATIONS, json=body, headers=driver.headers)
+
+    assert response.status_code == 201, response.text
+    assert response.json()["spot_id"] == spot_id
+
+
 @pytest.mark.parametrize(
     ("target", "message"),
     [

@@ -208,6 +208,8 @@ def test_serve_runs_the_app_factory_with_several_workers_when_redis_is_set(
     assert call["app"] == "parkspot.app:create_app"
     assert call["factory"] is True
     assert (call["host"], call["port"], call["workers"]) == ("127.0.0.1", 8123, 3)
+    # X-Forwarded-For is believed by the app, from PARKSPOT_TRUSTED_PROXIES only.
+    assert call["proxy_headers"] is False
 
 
 def test_migrate_creates_the_sqlite_file_and_its_folder(

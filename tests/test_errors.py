@@ -114,6 +114,25 @@ async def test_wrong_method_gets_405_in_the_error_shape_with_allow(
     assert method not in response.headers["Allow"]
 
 
+@pytest.mark.parametrize(
+    ("path", "allowed"),
+    [
+        ("/api/v1/users/me", "GET, PATCH"),
+        ("/api/v1/vehicles", "GET, POST"),
+        ("/api/v1/lots/1", "DELETE, GET, PATCH"),
+        ("/api/v1/lots/1/devices", "GET, POST"),
+    ],
+)
+async def test_a_405_allows_every_method_of_the_path_not_only_the_first_route(
+    client: httpx.AsyncClient, path: str, allowed: str
+) -> None:
+    # Found by tests/test_fuzz.py: FastAPI has a route per method, Starlette named one.
+    response = await client.request("OPTIONS", path)
+
+    assert_error(response, 405, "method_not_allowed")
+    assert response.headers["Allow"] == allowed
+
+
 async def test_body_over_the_limit_by_content_length_gets_413(
     client: httpx.AsyncClient, settings: Settings
 ) -> None:

@@ -265,8 +265,10 @@ async def test_gate_and_counter_events_need_a_device_of_that_kind(
         (COUNTER_EVENTS, "counter", {"entries": 1, "occupied": 2}),
         (COUNTER_EVENTS, "counter", {}),
         (COUNTER_EVENTS, "counter", {"occupied": 10**12}),
+        # Found by tests/test_fuzz.py: JSON true was read as 1.
+        (COUNTER_EVENTS, "counter", {"entries": True}),
     ],
-    ids=["direction", "plate", "naive time", "negative", "both", "neither", "huge"],
+    ids=["direction", "plate", "naive time", "negative", "both", "neither", "huge", "bool"],
 )
 async def test_bad_gate_and_counter_events_get_422(
     client: httpx.AsyncClient, site: Site, path: str, kind: str, body: Json

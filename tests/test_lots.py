@@ -235,6 +235,14 @@ async def test_patch_rejects_nulls_for_required_fields_and_unknown_fields(
         {"visibility": "secret"},
         {"operator_id": 0},
         {"is_active": "sometimes"},
+        # Found by tests/test_fuzz.py: numbers as flags, text or flags as numbers, and
+        # money text the document did not describe.
+        {"is_active": 1},
+        {"hourly_rate": ""},
+        {"hourly_rate": " 2.5"},
+        {"hourly_rate": "2_5"},
+        {"latitude": "48.85"},
+        {"operator_id": True},
     ],
 )
 async def test_invalid_lot_bodies_are_422_in_the_error_shape(
@@ -417,3 +425,35 @@ async def test_unknown_lot_ids_are_404_and_out_of_range_ids_422(
     assert_error(await client.get(f"{LOTS}/0"), 422, "validation_error")
     assert_error(await client.get(f"{LOTS}/99999999999999"), 422, "validation_error")
     assert_error(await client.get(f"{LOTS}/abc"), 422, "validation_error")
+
+
+async def test_partial_updates_document_null_only_where_null_is_accepted(
+    client: httpx.AsyncClient,
+) -> None:
+    # Found by tests/test_fuzz.py: every field of a PATCH was documented as nullable, and
+    # a null where only "absent" was meant got a 422.
+    schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+
+    def nullable(model: str, field: str) -> bool:
+        return {"type": "null"} in schemas[model]["properties"][field].get("anyOf", [])
+
+    assert nullable("LotUpdate", "daily_max")
+    assert nullable("SpotUpdate", "level")
+    assert not nullable("LotUpdate", "name")
+    assert not nullable("SpotUpdate", "kind")
+    assert not nullable("ReservationUpdate", "ends_at")
+    assert schemas["SpotUpdate"]["properties"]["kind"]["$ref"].endswith("/SpotKind")
+
+
+async def test_reads_open_to_anonymous_callers_document_the_token_as_optional(
+    client: httpx.AsyncClient,
+) -> None:
+    # Found by tests/test_fuzz.py: every route behind the bearer scheme was documented as
+    # requiring the token, anonymous reads included.
+    paths = (await client.get("/openapi.json")).json()["paths"]
+    bearer: dict[str, list[str]] = {"OAuth2PasswordBearer": []}
+
+    for path in (LOTS, f"{LOTS}/{{lot_id}}", "/api/v1/spots/{spot_id}", "/api/v1/availability"):
+        assert paths[path]["get"]["security"] == [bearer, {}], path
+    assert paths[LOTS]["post"]["security"] == [bearer]
+    assert paths["/api/v1/vehicles"]["get"]["security"] == [bearer]

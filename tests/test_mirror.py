@@ -155,7 +155,11 @@ async def serve(response: EventStream, client: Client) -> None:
 
 
 def stream(mirror: Mirror, **settings: float) -> EventStream:
-    options = {"keepalive_seconds": 30.0, "lifetime_seconds": 30.0, "stall_seconds": 5.0}
+    options: dict[str, Any] = {
+        "keepalive_seconds": 30.0,
+        "lifetime_seconds": 30.0,
+        "stall_seconds": 5.0,
+    }
     options.update(settings)
     subscription = mirror.subscribe(ANONYMOUS, [EVERY_LOT])
     return EventStream(subscription, b"retry: 3000\n\n", on_close=mirror.unsubscribe, **options)

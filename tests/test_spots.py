@@ -118,6 +118,9 @@ async def test_concurrent_batches_with_the_same_labels_create_them_once(
         {"prefix": "A", "count": 0},
         {"prefix": "A", "count": 1001},
         {"prefix": "A", "count": 2, "start": -1},
+        # Found by tests/test_fuzz.py: JSON false and "2" were read as numbers.
+        {"prefix": "A", "count": 2, "start": False},
+        {"prefix": "A", "count": "2"},
         {"prefix": "A" * 15, "count": 10},
         {"prefix": "A B", "count": 2},
         {"prefix": "A", "count": 2, "label": "A1"},

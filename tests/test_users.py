@@ -359,6 +359,8 @@ async def test_demoted_admin_loses_admin_endpoints_at_once(
     [
         pytest.param({"role": "superuser"}, id="unknown-role"),
         pytest.param({"is_active": "maybe"}, id="is-active-not-a-bool"),
+        # Found by tests/test_fuzz.py: 0 was read as false.
+        pytest.param({"is_active": 0}, id="is-active-a-number"),
         pytest.param({"email": "x@example.com"}, id="email-not-admin-editable"),
         pytest.param({"password_hash": "x"}, id="hash-not-editable"),
     ],

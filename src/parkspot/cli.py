@@ -23,6 +23,7 @@ from parkspot.config import Settings, get_settings
 from parkspot.db.migrations import upgrade
 from parkspot.models import Role, User
 from parkspot.state import AppState
+from parkspot.logs import log_config
 
 T = TypeVar("T")
 
@@ -162,8 +163,13 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
     return EXIT_OK
+        # JSON lines in production (PARKSPOT_LOG_FORMAT), for every logger.
+        log_config=log_config(settings),
 
 
+        # uvicorn would believe X-Forwarded-For from 127.0.0.1; the app believes only
+        # PARKSPOT_TRUSTED_PROXIES.
+        proxy_headers=False,
 # --- migrate -------------------------------------------------------------------------------
 
 

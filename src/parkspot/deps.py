@@ -2,7 +2,7 @@
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Annotated, cast
+from typing import Annotated, Any, cast
 
 from fastapi import Depends, Query, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -58,6 +58,10 @@ async def get_optional_user(session: SessionDep, state: StateDep, token: TokenDe
 
 
 OptionalUser = Annotated[User | None, Depends(get_optional_user)]
+# ``openapi_extra`` of the routes that serve anonymous callers too (OptionalUser): FastAPI
+# documents every route behind the bearer scheme as requiring it, and appends this list to
+# the route's requirements, so the document says "the token, or nothing".
+ANONYMOUS_ALLOWED: dict[str, Any] = {"security": [{}]}
 
 
 async def get_current_user(user: OptionalUser) -> User:

@@ -8,11 +8,13 @@ ParkspotError
 ├── Conflict (409)
 ├── PayloadTooLarge (413)
 ├── Unprocessable (422)
+├── TooManyRequests (429)
 └── ServiceUnavailable (503)
 
 Infrastructure errors reaching the app are rendered in the same shape: an unreachable
-database (OperationalError, OSError, pool timeout) or Redis → 503 with Retry-After, a unique
-constraint that beat a service's check → 409 ``conflict``.
+database (``parkspot.db.engine.is_unavailable``: refused, timed out, the connection lost
+mid-statement or mid-commit, the server shutting down or starting up) or Redis → 503 with
+Retry-After, a unique constraint that beat a service's check → 409 ``conflict``.
 """
 
 import logging
@@ -26,9 +28,14 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
+
+from parkspot.config import Environment
+from parkspot.db.engine import is_unavailable
+from parkspot.headers import security_headers
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +50,16 @@ class ErrorResponse(BaseModel):
     """The body of every non-2xx response."""
 
     error: ErrorBody
+
+
+# The header of every 429 and 503, as OpenAPI response headers.
+RETRY_AFTER: dict[str, object] = {
+    "Retry-After": {
+        "description": "Seconds to wait before trying again",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 0},
+    }
+}
 
 
 class ParkspotError(Exception):
@@ -102,6 +119,15 @@ class PayloadTooLarge(ParkspotError):
 class Unprocessable(ParkspotError):
     status_code = 422
     code = "unprocessable"
+
+
+class TooManyRequests(ParkspotError):
+    status_code = 429
+    code = "rate_limited"
+
+    def __init__(self, message: str, *, retry_after: int, **kw: Any) -> None:
+        kw.setdefault("headers", {"Retry-After": str(retry_after)})
+        super().__init__(message, **kw)
 
 
 class ServiceUnavailable(ParkspotError):
@@ -166,14 +192,33 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(422, "validation_error", f"{where}: {first['msg']}", {"errors": errors})
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+_ROUTABLE_METHODS = ("DELETE", "GET", "HEAD", "OPTIONS", "PATCH", "POST", "PUT")
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at the request's path, for a 405's ``Allow``: FastAPI
+    makes one route per method and Starlette's 405 names only the first one it tried."""
+    routes = request.app.router.routes
+    return ", ".join(
+        method
+        for method in _ROUTABLE_METHODS
+        if any(
+            route.matches({**request.scope, "method": method})[0] is Match.FULL for route in routes
+        )
+    )
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     # FastAPI reports a JSON body that is not UTF-8 or nests too deep as a bare 400 caused by
     # the decoding error; it is as malformed as any other bad JSON.
     if exc.status_code == 400 and isinstance(exc.__cause__, (UnicodeDecodeError, RecursionError)):
         return _malformed_json()
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        headers["Allow"] = _allowed_methods(request) or headers.get("Allow", "")
     code = HTTP_CODES.get(exc.status_code, "http_error")
-    return error_response(exc.status_code, code, str(exc.detail), {}, exc.headers)
+    return error_response(exc.status_code, code, str(exc.detail), {}, headers)
 
 
 async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -182,6 +227,13 @@ async def _database_unavailable(_: Request, exc: Exception) -> JSONResponse:
     return error_response(
         503, "database_unavailable", "The database is unavailable", {}, {"Retry-After": "5"}
     )
+
+
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    if is_unavailable(exc):
+        return await _database_unavailable(request, exc)
+    # Any other driver error is a bug: re-raised, it gets the 500 of every unhandled error.
+    raise exc
 
 
 async def _cache_unavailable(_: Request, exc: Exception) -> JSONResponse:
@@ -197,9 +249,13 @@ async def _integrity_error(_: Request, exc: Exception) -> JSONResponse:
     return error_response(409, "conflict", "The change conflicts with existing data")
 
 
-async def _unhandled(_: Request, exc: Exception) -> JSONResponse:
+async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     logger.exception("unhandled error", exc_info=exc)
-    return error_response(500, "internal_error", "Internal server error")
+    # Starlette sends this from outside every middleware: the security headers come here.
+    settings = getattr(request.app.state, "settings", None)
+    hsts = settings is not None and settings.env is Environment.production
+    headers = security_headers(request.url.path, hsts=hsts)
+    return error_response(500, "internal_error", "Internal server error", headers=headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -209,6 +265,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(OperationalError, _database_unavailable)
     app.add_exception_handler(PoolTimeoutError, _database_unavailable)
     app.add_exception_handler(OSError, _database_unavailable)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(RedisConnectionError, _cache_unavailable)
     app.add_exception_handler(RedisTimeoutError, _cache_unavailable)
     app.add_exception_handler(IntegrityError, _integrity_error)

@@ -9,6 +9,7 @@ from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from parkspot.errors import error_response
+from parkspot.logs import REQUEST_ID
 
 logger = logging.getLogger("parkspot.request")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -27,6 +28,8 @@ class RequestIdMiddleware:
         incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
         request_id = incoming if _REQUEST_ID.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        # Every record logged while the request is handled carries its id.
+        token = REQUEST_ID.set(request_id)
         started = time.perf_counter()
         status = 0
 
@@ -48,6 +51,7 @@ class RequestIdMiddleware:
                 (time.perf_counter() - started) * 1000,
                 extra={"request_id": request_id},
             )
+            REQUEST_ID.reset(token)
 
 
 class _BodyTooLarge(Exception):

@@ -1,5 +1,6 @@
 """Password hashing (argon2id, off the event loop) and JWT encoding/decoding."""
 
+import os
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -16,15 +17,20 @@ ALGORITHM = "HS256"
 
 
 class PasswordHasher:
-    """argon2id with the configured cost; every call runs in a worker thread."""
+    """argon2id with the configured cost; every call runs in a worker thread, at most one
+    per CPU at a time (each holds ``memory_kib``: a flood of sign-ins queues rather than
+    taking the machine's memory)."""
 
     def __init__(self, memory_kib: int, time_cost: int) -> None:
         self._hasher = argon2.using(type="ID", memory_cost=memory_kib, rounds=time_cost)
         # Verified against when the user is unknown, so both paths cost one hash.
         self._dummy_hash = self._hasher.hash(secrets.token_urlsafe(16))
+        self._threads = anyio.CapacityLimiter(os.cpu_count() or 1)
 
     async def hash(self, password: str) -> str:
-        result: str = await anyio.to_thread.run_sync(self._hasher.hash, password)
+        result: str = await anyio.to_thread.run_sync(
+            self._hasher.hash, password, limiter=self._threads
+        )
         return result
 
     async def verify(self, password: str, password_hash: str | None) -> bool:
@@ -36,7 +42,7 @@ class PasswordHasher:
             except ValueError:
                 return False
 
-        ok = await anyio.to_thread.run_sync(check)
+        ok = await anyio.to_thread.run_sync(check, limiter=self._threads)
         return ok and password_hash is not None
 
 

@@ -38,8 +38,15 @@ async def to_read(session: AsyncSession, user: User) -> UserRead:
     return (await to_reads(session, [user]))[0]
 
 
-async def register(session: AsyncSession, state: AppState, data: UserCreate) -> UserRead:
-    """Raises Conflict (username/email taken) or BadRequest (unknown passkey)."""
+async def register(
+    session: AsyncSession, state: AppState, data: UserCreate, *, address: str
+) -> UserRead:
+    """Raises TooManyRequests (too many sign-ups from ``address``), Conflict
+    (username/email taken) or BadRequest (unknown passkey)."""
+    await state.attempts.register(address)
+    # Hashed before the first statement: on SQLite that statement takes the database's write
+    # lock, which must not be held through a hash.
+    password_hash = await state.passwords.hash(data.password)
     taken = await repository.username_or_email_taken(session, data.username, data.email)
     if taken is not None:
         raise _taken(taken)
@@ -51,7 +58,7 @@ async def register(session: AsyncSession, state: AppState, data: UserCreate) -> 
     user = User(
         username=data.username,
         email=data.email,
-        password_hash=await state.passwords.hash(data.password),
+        password_hash=password_hash,
         full_name=data.full_name,
         phone=data.phone,
     )
@@ -69,10 +76,20 @@ async def register(session: AsyncSession, state: AppState, data: UserCreate) -> 
     return await to_read(session, user)
 
 
-async def login(session: AsyncSession, state: AppState, login: str, password: str) -> TokenRead:
-    """Unknown users cost one hash too, so timing does not reveal which usernames exist."""
-    # PostgreSQL text cannot hold NUL, so such a login names nobody (and must not reach SQL).
-    user = None if "\x00" in login else await repository.get_user_by_login(session, login)
+async def login(
+    session: AsyncSession, state: AppState, login: str, password: str, *, address: str
+) -> TokenRead:
+    """Unknown users cost one hash too, so timing does not reveal which usernames exist.
+    Too many attempts for the account or from ``address`` raise TooManyRequests before any
+    query or hash."""
+    await state.attempts.login(address, login)
+    # Read in a transaction of its own: the request's write transaction would hold SQLite's
+    # write lock through the hash. PostgreSQL text cannot hold NUL, so such a login names
+    # nobody (and must not reach SQL).
+    user = None
+    if "\x00" not in login:
+        async with state.database.session(write=False) as reader:
+            user = await repository.get_user_by_login(reader, login)
     ok = await state.passwords.verify(password, user.password_hash if user else None)
     if user is None or not ok:
         raise Unauthorized("Wrong username or password", code="invalid_credentials")

@@ -24,6 +24,7 @@ from parkspot.availability import repository, service
 from parkspot.availability.mirror import Mirror
 from parkspot.availability.schemas import LotRecord
 from parkspot.config import Settings
+from parkspot.db.engine import log_failure
 from parkspot.db.session import Database
 from parkspot.db.types import utcnow
 from parkspot.realtime.bus import Bus, BusUnavailable
@@ -100,8 +101,8 @@ class AvailabilityEngine:
             await self._sync_with_bus(rebuild=True)
         except BusUnavailable as exc:
             self._bus_lost(exc)
-        except Exception:
-            logger.exception("availability could not be counted yet; retrying")
+        except Exception as exc:
+            log_failure(logger, "availability could not be counted yet; retrying", exc)
             return
         self.ready = True
 
@@ -149,10 +150,10 @@ class AvailabilityEngine:
                 self._in_flight.update(batch)
                 try:
                     await self.recompute(batch)
-                except Exception:
+                except Exception as exc:
                     # The outbox keeps the change: retried here while the database is
                     # away, and by whichever process starts next if this one stops.
-                    logger.exception("availability recompute failed")
+                    log_failure(logger, "availability recompute failed", exc)
                     self._dirty.update(batch)
                     if self._stop.is_set():
                         return
@@ -298,5 +299,5 @@ class AvailabilityEngine:
                 return
             try:
                 await self.tick()
-            except Exception:
-                logger.exception("availability tick failed")
+            except Exception as exc:
+                log_failure(logger, "availability tick failed", exc)

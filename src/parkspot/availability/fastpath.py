@@ -6,24 +6,36 @@ is spared the framework's per-request frames).
 Anything else (a token, an ``Origin`` header for CORS, a lot it cannot answer, a filter or
 ``Last-Event-ID`` that does not validate) goes on to the routes, which give the same
 bodies, entity tags and streams; so this is only a shortcut, never a second behaviour.
-These requests are not access-logged and carry no ``X-Request-ID``.
+These requests are not access-logged and carry no ``X-Request-ID``. They are counted in
+the metrics here, under the routes' templates: the metrics middleware is behind this one,
+since wrapping every answer's ``send`` would cost several times what counting it does.
 """
 
 import re
+import time
 from urllib.parse import parse_qsl
 
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from parkspot.availability.mirror import ANONYMOUS, EVERY_LOT, Entry, list_body, list_etag
-from parkspot.availability.router import EVENT_ID, filter_of, matches, open_stream
+from parkspot.availability.router import (
+    EVENT_ID,
+    IF_NONE_MATCH_MAX,
+    filter_of,
+    matches,
+    open_stream,
+)
 from parkspot.availability.schemas import AvailabilityQuery
 from parkspot.realtime.sse import EventStream
 from parkspot.state import AppState
+from parkspot.validation import SINGLE_LINE
 
 PATH = "/api/v1/availability"
+ITEM_ROUTE, STREAM_ROUTE = PATH + "/{lot_id}", PATH + "/stream"
 _SKIP = frozenset({b"authorization", b"origin", b"cookie"})
 _EVENT_ID = re.compile(EVENT_ID)
+_SINGLE_LINE = re.compile(SINGLE_LINE)
 
 
 class AvailabilityFastPath:
@@ -38,6 +50,7 @@ class AvailabilityFastPath:
         ):
             await self.app(scope, receive, send)
             return
+        started = time.perf_counter()
         rest = scope["path"][len(PATH) :]
         headers: dict[bytes, str] = {}
         for name, value in scope["headers"]:
@@ -48,21 +61,35 @@ class AvailabilityFastPath:
         state: AppState = scope["app"].state.parkspot
         if rest == "/stream":
             stream = _stream(state, scope["query_string"], headers.get(b"last-event-id"))
-            await (stream or self.app)(scope, receive, send)
+            if stream is None:
+                await self.app(scope, receive, send)
+                return
+            # Counted as it opens (an event stream always answers 200).
+            key = ("GET", STREAM_ROUTE, 200)
+            state.metrics.requests.observe(key, time.perf_counter() - started)
+            await stream(scope, receive, send)
             return
         if scope["query_string"]:
             await self.app(scope, receive, send)
             return
         if_none_match = headers.get(b"if-none-match")
+        if if_none_match is not None and (
+            len(if_none_match) > IF_NONE_MATCH_MAX or not _SINGLE_LINE.match(if_none_match)
+        ):
+            # The routes refuse it (422).
+            await self.app(scope, receive, send)
+            return
         if rest == "":
             entries = state.mirror.select(ANONYMOUS, EVERY_LOT)
             body, etag = list_body(entries), list_etag(entries)
+            route = PATH
         elif rest[0] == "/" and rest[1:].isdigit() and len(rest) < 12:
             entry: Entry | None = state.mirror.get(int(rest[1:]), ANONYMOUS)
             if entry is None:
                 await self.app(scope, receive, send)
                 return
             body, etag = entry.body, entry.etag
+            route = ITEM_ROUTE
         else:
             await self.app(scope, receive, send)
             return
@@ -70,6 +97,7 @@ class AvailabilityFastPath:
         if matches(if_none_match, etag):
             await send({"type": "http.response.start", "status": 304, "headers": response_headers})
             await send({"type": "http.response.body", "body": b""})
+            state.metrics.requests.observe(("GET", route, 304), time.perf_counter() - started)
             return
         response_headers += [
             (b"content-type", b"application/json"),
@@ -77,6 +105,7 @@ class AvailabilityFastPath:
         ]
         await send({"type": "http.response.start", "status": 200, "headers": response_headers})
         await send({"type": "http.response.body", "body": body})
+        state.metrics.requests.observe(("GET", route, 200), time.perf_counter() - started)
 
 
 def _stream(state: AppState, query_string: bytes, last_event_id: str | None) -> EventStream | None:

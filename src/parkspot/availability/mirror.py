@@ -9,6 +9,7 @@ a slow client costs a bounded amount of memory and receives the latest state.
 import asyncio
 import hashlib
 import itertools
+import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -91,11 +92,13 @@ class Subscription:
                 return True
         return False
 
-    def push(self, event_id: str, entry: Entry) -> None:
+    def push(self, event_id: str, entry: Entry) -> bool:
+        """True when it replaced a record of the lot the client had not taken yet."""
         # Re-inserted so the lots go out in the order of their latest change.
-        self.pending.pop(entry.record.lot.lot_id, None)
+        replaced = self.pending.pop(entry.record.lot.lot_id, None) is not None
         self.pending[entry.record.lot.lot_id] = (event_id, entry)
         self.wake.set()
+        return replaced
 
     def take(self) -> list[Pending]:
         items = list(self.pending.values())
@@ -120,6 +123,10 @@ class Mirror:
         self._versions: dict[int, int] = {}
         # Set on every record applied, for whoever waits for a version to arrive.
         self.updated = asyncio.Event()
+        # For the metrics: when a record was last applied (time.monotonic), and how many
+        # records subscribers had not taken before a newer one of the lot replaced them.
+        self.applied_at: float | None = None
+        self.coalesced = 0
 
     # --- changes -------------------------------------------------------------------------
 
@@ -136,14 +143,17 @@ class Mirror:
         entry = Entry.of(record, mirror_stale=self.stale)
         self._versions[record.lot.lot_id] = record.lot.version
         self.updated.set()
+        self.applied_at = time.monotonic()
         if record.deleted:
             self.entries.pop(record.lot.lot_id, None)
         else:
             self.entries[record.lot.lot_id] = entry
         self.last_event_id = event_id
+        coalesced = 0
         for subscription in self.subscriptions:
-            if subscription.matches(record):
-                subscription.push(event_id, entry)
+            if subscription.matches(record) and subscription.push(event_id, entry):
+                coalesced += 1
+        self.coalesced += coalesced
         return True
 
     def _remember(self, event_id: str, record: LotRecord) -> None:

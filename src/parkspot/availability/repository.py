@@ -112,3 +112,10 @@ async def pending_lot_ids(session: AsyncSession, before: datetime) -> list[int]:
         .distinct()
     )
     return list((await session.execute(stmt)).scalars())
+
+
+async def outbox_backlog(session: AsyncSession) -> tuple[int, datetime | None]:
+    """The number of outbox rows and when the oldest was written (None: empty)."""
+    stmt = select(func.count(), func.min(col(AvailabilityChange.created_at)))
+    rows, oldest = (await session.execute(stmt)).one()
+    return int(rows), oldest

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from parkspot.availability import service
 from parkspot.availability.mirror import LotFilter, Viewer, list_body, list_etag
 from parkspot.availability.schemas import AvailabilityList, AvailabilityQuery, LotAvailabilityRead
-from parkspot.deps import OptionalUser, SessionDep, StateDep
+from parkspot.deps import ANONYMOUS_ALLOWED, OptionalUser, SessionDep, StateDep
 from parkspot.lots import geo
 from parkspot.lots.exceptions import LotNotFound
 from parkspot.realtime import websocket
@@ -19,8 +19,16 @@ from parkspot.validation import MAX_ID, SINGLE_LINE
 
 router = APIRouter(prefix="/availability", tags=["availability"])
 
+_ETAG = {
+    "ETag": {
+        "description": "The version of this answer, for `If-None-Match`",
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
 _NOT_MODIFIED: dict[int | str, dict[str, Any]] = {
-    304: {"description": "Not modified (`If-None-Match` matched the ETag)"}
+    200: {"headers": _ETAG},
+    304: {"description": "Not modified (`If-None-Match` matched the ETag)", "headers": _ETAG},
 }
 
 
@@ -49,10 +57,13 @@ def json_response(body: bytes, etag: str, if_none_match: str | None) -> Response
 # Event ids look like Redis stream ids (``1732000000000-0``) or ``local-N``.
 EVENT_ID = r"^[A-Za-z0-9-]*$"
 
-IfNoneMatch = Annotated[str | None, Header(max_length=1024, pattern=SINGLE_LINE)]
+IF_NONE_MATCH_MAX = 1024
+IfNoneMatch = Annotated[str | None, Header(max_length=IF_NONE_MATCH_MAX, pattern=SINGLE_LINE)]
 
 
-@router.get("", response_model=AvailabilityList, responses=_NOT_MODIFIED)
+@router.get(
+    "", response_model=AvailabilityList, responses=_NOT_MODIFIED, openapi_extra=ANONYMOUS_ALLOWED
+)
 async def list_availability(
     query: Annotated[AvailabilityQuery, Query()],
     user: OptionalUser,
@@ -67,7 +78,7 @@ async def list_availability(
     return json_response(list_body(entries), list_etag(entries), if_none_match)
 
 
-@router.get("/stream", response_class=EventStream, status_code=200)
+@router.get("/stream", response_class=EventStream, status_code=200, openapi_extra=ANONYMOUS_ALLOWED)
 async def stream_availability(
     query: Annotated[AvailabilityQuery, Query()],
     user: OptionalUser,
@@ -101,6 +112,7 @@ def open_stream(
         keepalive_seconds=settings.stream_keepalive_seconds,
         lifetime_seconds=settings.stream_max_lifetime_seconds,
         stall_seconds=settings.stream_stall_timeout_seconds,
+        metrics=state.metrics,
     )
 
 
@@ -114,7 +126,12 @@ async def availability_socket(socket: WebSocket, token: str | None = None) -> No
     await websocket.serve_availability(socket, token)
 
 
-@router.get("/{lot_id}", response_model=LotAvailabilityRead, responses=_NOT_MODIFIED)
+@router.get(
+    "/{lot_id}",
+    response_model=LotAvailabilityRead,
+    responses=_NOT_MODIFIED,
+    openapi_extra=ANONYMOUS_ALLOWED,
+)
 async def read_availability(
     lot_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     user: OptionalUser,

@@ -6,7 +6,7 @@ transaction is over: ``after_commit`` callbacks only when it committed.
 
 Domains that publish after commit collect what to publish with ``staged`` and hand it to
 a listener on the ``Database``: the availability engine listens for changed lots, the live
-notification hub for new notifications.
+notification hub for new notifications, the metrics for reservation events.
 """
 
 from collections.abc import AsyncIterator, Callable, Collection, Sequence
@@ -44,6 +44,8 @@ class Database:
         # Set by the lifespan; called after a commit that changed lots / made notifications.
         self.on_lots_changed: Callable[[Collection[int]], None] = _ignore
         self.on_notifications: Callable[[Sequence[Any]], None] = _ignore
+        # Reservation events (booked, cancelled, ...) committed, for the metrics.
+        self.on_reservation_events: Callable[[Sequence[str]], None] = _ignore
 
     @asynccontextmanager
     async def session(self, *, write: bool) -> AsyncIterator[AsyncSession]:

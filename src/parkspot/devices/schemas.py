@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field, StringConstraints, model_validator
 
 from parkspot.lots.schemas import Instant, SpotLabel
 from parkspot.models import DeviceKind, GateDirection, PassageResult
-from parkspot.validation import SINGLE_LINE, StrictModel
+from parkspot.validation import JSON_NUMBER, SINGLE_LINE, JsonBool, StrictModel
 from parkspot.vehicles.schemas import Plate
 
 # Most events one request may carry; a device with more sends several batches.
@@ -66,7 +66,7 @@ class DevicePage(BaseModel):
 
 class SpotEvent(StrictModel):
     spot: Annotated[SpotLabel, Field(description="the spot's label in the device's lot")]
-    occupied: bool
+    occupied: JsonBool
     observed_at: Instant
     plate: Annotated[
         Plate | None,
@@ -132,7 +132,7 @@ class GateEventResult(BaseModel):
 
 # --- counters --------------------------------------------------------------------------
 
-Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Count = Annotated[int, Field(ge=0, le=MAX_COUNT), JSON_NUMBER]
 
 
 class CounterEvent(StrictModel):

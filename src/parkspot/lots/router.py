@@ -4,7 +4,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Query, status
 
-from parkspot.deps import CurrentUser, OptionalUser, PageDep, SessionDep, StateDep
+from parkspot.deps import (
+    ANONYMOUS_ALLOWED,
+    CurrentUser,
+    OptionalUser,
+    PageDep,
+    SessionDep,
+    StateDep,
+)
 from parkspot.lots import service
 from parkspot.lots.dependencies import ManagedLot, ManagedSpot, VisibleLot, VisibleSpot
 from parkspot.lots.schemas import (
@@ -28,7 +35,7 @@ from parkspot.models import SpotKind
 router = APIRouter(tags=["lots"])
 
 
-@router.get("/lots")
+@router.get("/lots", openapi_extra=ANONYMOUS_ALLOWED)
 async def list_lots(
     filters: Annotated[LotFilters, Query()],
     user: OptionalUser,
@@ -43,7 +50,7 @@ async def create_lot(data: LotCreate, user: CurrentUser, session: SessionDep) ->
     return await service.create_lot(session, user, data)
 
 
-@router.get("/lots/{lot_id}")
+@router.get("/lots/{lot_id}", openapi_extra=ANONYMOUS_ALLOWED)
 async def read_lot(lot: VisibleLot) -> LotRead:
     return LotRead.model_validate(lot)
 
@@ -59,7 +66,7 @@ async def delete_lot(lot: ManagedLot, session: SessionDep, state: StateDep) -> N
     await service.delete_lot(session, lot, state.clock())
 
 
-@router.get("/lots/{lot_id}/spots")
+@router.get("/lots/{lot_id}/spots", openapi_extra=ANONYMOUS_ALLOWED)
 async def list_spots(
     lot: VisibleLot,
     session: SessionDep,
@@ -91,7 +98,7 @@ async def create_spots(
     return await service.create_spots(session, lot, data, state.clock())
 
 
-@router.get("/lots/{lot_id}/free-spots")
+@router.get("/lots/{lot_id}/free-spots", openapi_extra=ANONYMOUS_ALLOWED)
 async def list_free_spots(
     lot: VisibleLot,
     query: Annotated[FreeSpotsQuery, Query()],
@@ -101,14 +108,14 @@ async def list_free_spots(
     return await service.free_spots(session, lot, query, state.clock())
 
 
-@router.get("/lots/{lot_id}/quote")
+@router.get("/lots/{lot_id}/quote", openapi_extra=ANONYMOUS_ALLOWED)
 async def quote_lot(
     lot: VisibleLot, window: Annotated[TimeWindow, Query()], state: StateDep
 ) -> Quote:
     return service.quote(lot, state.billing, window)
 
 
-@router.get("/spots/{spot_id}")
+@router.get("/spots/{spot_id}", openapi_extra=ANONYMOUS_ALLOWED)
 async def read_spot(spot: VisibleSpot, session: SessionDep, state: StateDep) -> SpotRead:
     return await service.read_spot(session, spot, state.clock())
 

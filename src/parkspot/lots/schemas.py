@@ -1,5 +1,6 @@
 """Request and response bodies for lots, spots, free-spot searches and price quotes."""
 
+import re
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
@@ -11,19 +12,21 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Discriminator,
     Field,
     PlainSerializer,
     StringConstraints,
     Tag,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
 
 from parkspot.lots import geo
 from parkspot.models import SpotKind, Visibility
-from parkspot.validation import MAX_ID, SINGLE_LINE, StrictModel
+from parkspot.validation import JSON_NUMBER, MAX_ID, SINGLE_LINE, JsonBool, StrictModel
 
 # Longest window a quote or a free-spot search covers.
 MAX_WINDOW = timedelta(days=31)
@@ -51,6 +54,18 @@ def _to_utc(value: datetime) -> datetime:
 Instant = Annotated[AwareDatetime, AfterValidator(_to_utc)]
 
 
+# Money as text: a decimal number at least 0 ("2.50", "1E+1", "-0"), as documented; Decimal
+# alone would also take " 2.5", "2_5" or other scripts' digits.
+MONEY_TEXT = r"^(\+?([0-9]+(\.[0-9]*)?|\.[0-9]+)|-(0+(\.0*)?|\.0+))([eE][+-]?[0-9]+)?$"
+_MONEY_TEXT = re.compile(MONEY_TEXT)
+
+
+def _money_text_only(value: object) -> object:
+    if isinstance(value, str) and not _MONEY_TEXT.match(value):
+        raise ValueError("money is a number, or a decimal number at least 0 as text")
+    return value
+
+
 def _quantize_rate(value: Decimal) -> Decimal:
     # abs: "-0" passes ge=0 and would read back as "-0.00".
     return abs(value.quantize(_RATE_PLACES))
@@ -64,7 +79,19 @@ def money_text(value: Decimal) -> str:
 
 # Fits the Money column (NUMERIC(12, 4)); stored with exactly four decimals.
 MoneyIn = Annotated[
-    Decimal, Field(ge=0, max_digits=12, decimal_places=4), AfterValidator(_quantize_rate)
+    Decimal,
+    Field(ge=0, max_digits=12, decimal_places=4),
+    AfterValidator(_quantize_rate),
+    BeforeValidator(_money_text_only),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 99_999_999.9999},
+                {"type": "string", "pattern": MONEY_TEXT},
+            ],
+            "description": "at most 8 digits before the decimal point and 4 after",
+        }
+    ),
 ]
 # Money goes out as a string so no client parses it into a float.
 MoneyOut = Annotated[Decimal, PlainSerializer(money_text, return_type=str, when_used="json")]
@@ -93,8 +120,8 @@ Address = Annotated[
     str,
     StringConstraints(strip_whitespace=True, min_length=1, max_length=255, pattern=SINGLE_LINE),
 ]
-Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False)]
-Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False)]
+Latitude = Annotated[float, Field(ge=-90, le=90, allow_inf_nan=False), JSON_NUMBER]
+Longitude = Annotated[float, Field(ge=-180, le=180, allow_inf_nan=False), JSON_NUMBER]
 TimeZoneName = Annotated[
     str, StringConstraints(min_length=1, max_length=64), AfterValidator(_check_time_zone)
 ]
@@ -115,8 +142,25 @@ Level = Annotated[
 ]
 
 
+def _document_nulls(schema: dict[str, Any], model: type[Any]) -> None:
+    """Drops ``null`` from the documented types of the fields a partial update may leave
+    out but not set to null (their ``| None`` only means "absent")."""
+    nullable: frozenset[str] = getattr(model, "nullable", frozenset())
+    for name, field in schema.get("properties", {}).items():
+        if name in nullable or "anyOf" not in field:
+            continue
+        types = [t for t in field["anyOf"] if t != {"type": "null"}]
+        if len(types) == 1:
+            del field["anyOf"]
+            field.update(types[0])
+        else:
+            field["anyOf"] = types
+
+
 class PatchModel(StrictModel):
     """A partial update: absent fields stay as they are; only ``nullable`` ones may be null."""
+
+    model_config = ConfigDict(json_schema_extra=_document_nulls)
 
     nullable: ClassVar[frozenset[str]] = frozenset()
 
@@ -132,7 +176,7 @@ class PatchModel(StrictModel):
 
 
 class LotCreate(StrictModel):
-    operator_id: int = Field(ge=1, le=MAX_ID)
+    operator_id: Annotated[int, Field(ge=1, le=MAX_ID), JSON_NUMBER]
     name: LotName
     address: Address
     latitude: Latitude
@@ -142,7 +186,9 @@ class LotCreate(StrictModel):
     daily_max: MoneyIn | None = None
     currency: Currency = "EUR"
     visibility: Visibility = Visibility.public
-    is_active: Annotated[bool, Field(description="false: closed, listed but not bookable")] = True
+    is_active: Annotated[JsonBool, Field(description="false: closed, listed but not bookable")] = (
+        True
+    )
 
 
 class LotUpdate(PatchModel):
@@ -157,7 +203,7 @@ class LotUpdate(PatchModel):
     daily_max: Annotated[MoneyIn | None, Field(description="null removes the cap")] = None
     currency: Currency | None = None
     visibility: Visibility | None = None
-    is_active: bool | None = None
+    is_active: JsonBool | None = None
 
 
 class LotRead(BaseModel):
@@ -249,8 +295,8 @@ class SpotBatchCreate(StrictModel):
     """``count`` spots labelled ``prefix`` + ``start``, ``start + 1``, ..."""
 
     prefix: LabelPrefix
-    count: int = Field(ge=1, le=MAX_BATCH)
-    start: int = Field(default=1, ge=0, le=10**9)
+    count: Annotated[int, Field(ge=1, le=MAX_BATCH), JSON_NUMBER]
+    start: Annotated[int, Field(ge=0, le=10**9), JSON_NUMBER] = 1
     level: Level | None = None
     kind: SpotKind = SpotKind.standard
 
@@ -284,7 +330,7 @@ class SpotUpdate(PatchModel):
     label: SpotLabel | None = None
     level: Level | None = None
     kind: SpotKind | None = None
-    out_of_service: bool | None = None
+    out_of_service: JsonBool | None = None
 
 
 class SpotRead(BaseModel):

@@ -5,7 +5,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from parkspot.validation import MAX_ID, StrictModel
+from parkspot.validation import JSON_NUMBER, MAX_ID, StrictModel
 
 
 class NotificationRead(BaseModel):
@@ -28,7 +28,8 @@ class NotificationPage(BaseModel):
 
 class NotificationsRead(StrictModel):
     ids: Annotated[
-        list[Annotated[int, Field(ge=1, le=MAX_ID)]], Field(min_length=1, max_length=500)
+        list[Annotated[int, Field(ge=1, le=MAX_ID), JSON_NUMBER]],
+        Field(min_length=1, max_length=500),
     ]
 
 

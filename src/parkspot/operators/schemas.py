@@ -6,7 +6,7 @@ from typing import Annotated
 from pydantic import BaseModel, Field, StringConstraints
 
 from parkspot.models import MembershipRole
-from parkspot.validation import MAX_ID, SINGLE_LINE, StrictModel
+from parkspot.validation import JSON_NUMBER, MAX_ID, SINGLE_LINE, StrictModel
 
 OperatorName = Annotated[
     str,
@@ -41,8 +41,7 @@ class OperatorPage(BaseModel):
 
 
 class ManagerAdd(StrictModel):
-    # strict: JSON true or "7" is not a user id.
-    user_id: int = Field(ge=1, le=MAX_ID, strict=True)
+    user_id: Annotated[int, Field(ge=1, le=MAX_ID), JSON_NUMBER]
 
 
 class MembershipRead(BaseModel):

@@ -20,9 +20,12 @@ class NotificationQueue:
         self.items: deque[bytes] = deque(maxlen=size)
         self.wake = asyncio.Event()
 
-    def put(self, body: bytes) -> None:
+    def put(self, body: bytes) -> bool:
+        """True when the queue was full and its oldest item was dropped."""
+        full = len(self.items) == self.items.maxlen
         self.items.append(body)
         self.wake.set()
+        return full
 
     def take(self) -> list[bytes]:
         items = list(self.items)
@@ -37,6 +40,8 @@ class NotificationHub:
         self._queue_size = queue_size
         self._queues: dict[int, set[NotificationQueue]] = {}
         self._publishing: set[asyncio.Task[None]] = set()
+        # Notifications dropped from full socket queues (for the metrics).
+        self.dropped = 0
 
     def committed(self, notifications: Sequence[Notification]) -> None:
         """Called after a commit that created notifications."""
@@ -58,7 +63,8 @@ class NotificationHub:
 
     def deliver(self, user_id: int, body: bytes) -> None:
         for queue in self._queues.get(user_id, ()):
-            queue.put(body)
+            if queue.put(body):
+                self.dropped += 1
 
     def subscribe(self, user_id: int) -> NotificationQueue:
         queue = NotificationQueue(self._queue_size)

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from parkspot.availability.mirror import Entry, Subscription
+from parkspot.metrics.registry import Metrics
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class EventStream(Response):
         keepalive_seconds: float,
         lifetime_seconds: float,
         stall_seconds: float,
+        metrics: Metrics | None = None,
     ) -> None:
         # Not Response.__init__: given no body it adds "content-length: 0", and a real
         # server then refuses every byte of the stream (in-process test clients do not).
@@ -58,6 +60,7 @@ class EventStream(Response):
         self.keepalive_seconds = keepalive_seconds
         self.lifetime_seconds = lifetime_seconds
         self.stall_seconds = stall_seconds
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         subscription = self.subscription
@@ -72,6 +75,9 @@ class EventStream(Response):
             async with asyncio.timeout(self.stall_seconds):
                 await send({"type": "http.response.body", "body": chunk, "more_body": more})
 
+        metrics = self.metrics
+        if metrics is not None:
+            metrics.sse_connections.inc()
         try:
             async with asyncio.timeout(self.stall_seconds):
                 await send(
@@ -96,6 +102,10 @@ class EventStream(Response):
                 await write(b"", more=False)
         except TimeoutError:
             logger.info("event stream dropped: the client stopped reading")
+            if metrics is not None:
+                metrics.sse_clients_dropped.inc()
         finally:
             watcher.cancel()
             self.on_close(subscription)
+            if metrics is not None:
+                metrics.sse_connections.dec()

@@ -88,6 +88,7 @@ async def _serve(
             for text in drain():
                 await _send(socket, state, text)
     except TimeoutError:
+        state.metrics.websocket_clients_dropped.inc()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(socket.close(TRY_AGAIN_LATER), 1)
     except (WebSocketDisconnect, RuntimeError):
@@ -147,10 +148,12 @@ async def serve_availability(socket: WebSocket, token: str | None) -> None:
             out.append(f'{{"type":"availability","id":"{event_id}","lot":{lot}}}')
         return out
 
+    state.metrics.availability_sockets.inc()
     try:
         await _serve(socket, state, subscription.wake, drain, on_message)
     finally:
         mirror.unsubscribe(subscription)
+        state.metrics.availability_sockets.dec()
 
 
 def _unsubscribe(subscription: Subscription, operation: Operation, removed: LotFilter) -> None:
@@ -206,10 +209,12 @@ async def serve_notifications(socket: WebSocket, token: str | None) -> None:
         out += [f'{{"type":"notification","notification":{b.decode()}}}' for b in queue.take()]
         return out
 
+    state.metrics.notification_sockets.inc()
     try:
         await _serve(socket, state, queue.wake, drain, on_message)
     finally:
         hub.unsubscribe(user.id, queue)
+        state.metrics.notification_sockets.dec()
 
 
 def _reason(exc: Exception) -> str:

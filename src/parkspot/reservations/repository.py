@@ -376,12 +376,12 @@ async def next_boundaries(
             Reservation.lot_id,
             type_coerce(func.min(case((starts > now, starts))), UTCDateTime),
             type_coerce(func.min(case((ends > now, ends))), UTCDateTime),
-            type_coerce(func.min(case((starts > now - grace, starts))), UTCDateTime),
+            type_coerce(func.min(case((starts >= now - grace, starts))), UTCDateTime),
         )
         .where(
             col(Reservation.lot_id).in_(lot_ids),
             confirmed,
-            or_(ends > now, starts > now - grace),
+            or_(ends > now, starts >= now - grace),
         )
         .group_by(col(Reservation.lot_id))
     )

@@ -8,10 +8,10 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from parkspot.lots.schemas import Instant, MoneyOut, PatchModel
 from parkspot.models import ReservationKind, ReservationStatus, SpotKind
-from parkspot.validation import MAX_ID, SINGLE_LINE, StrictModel
+from parkspot.validation import JSON_NUMBER, MAX_ID, SINGLE_LINE, StrictModel
 
-Id = Annotated[int, Field(ge=1, le=MAX_ID, strict=True)]
-# Query parameters arrive as text, so a strict int would refuse every one of them.
+Id = Annotated[int, Field(ge=1, le=MAX_ID), JSON_NUMBER]
+# Query parameters arrive as text.
 QueryId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 

@@ -17,10 +17,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from parkspot.availability.outbox import lot_changed
 from parkspot.config import Settings
-from parkspot.errors import Forbidden
+from parkspot.errors import Conflict, Forbidden
 from parkspot.lots import pricing
 from parkspot.lots import service as lot_service
 from parkspot.lots.schemas import Quote
+from parkspot.metrics.registry import count_after_commit
 from parkspot.models import (
     Lot,
     Reservation,
@@ -208,6 +209,17 @@ def _new_reservation(
 async def book(
     session: AsyncSession, state: AppState, user: User, data: ReservationCreate
 ) -> ReservationRead:
+    """Books a spot; a refusal with 409 is counted in the metrics by its code."""
+    try:
+        return await _book(session, state, user, data)
+    except Conflict as exc:
+        state.metrics.booking_conflicts.labels(exc.code).inc()
+        raise
+
+
+async def _book(
+    session: AsyncSession, state: AppState, user: User, data: ReservationCreate
+) -> ReservationRead:
     settings, now = state.settings, state.clock()
     assert user.id is not None
     check_window(settings, data.starts_at, data.ends_at, now, new_start=True)
@@ -264,6 +276,7 @@ async def book(
     else:
         raise LotFull()
     lot_changed(session, lot.id)
+    count_after_commit(session, "booked")
     notify(
         session,
         user.id,
@@ -308,6 +321,7 @@ async def start_ticket(
     reservation.checked_in_at = now
     await _save(session, reservation, spot)
     lot_changed(session, lot.id)
+    count_after_commit(session, "ticket_started")
     return to_read(reservation)
 
 
@@ -432,6 +446,7 @@ async def cancel(
     session.add(reservation)
     await session.flush()
     lot_changed(session, reservation.lot_id)
+    count_after_commit(session, "cancelled")
     by = "" if owner else " by the lot's operator"
     notify(
         session,
@@ -470,6 +485,7 @@ async def enter(
     session.add(reservation)
     await session.flush()
     lot_changed(session, reservation.lot_id)
+    count_after_commit(session, "checked_in")
 
 
 async def check_in(
@@ -503,6 +519,7 @@ async def leave(
     session.add(reservation)
     await session.flush()
     lot_changed(session, reservation.lot_id)
+    count_after_commit(session, "checked_out")
     notify(
         session,
         reservation.user_id,
@@ -530,6 +547,7 @@ async def expire_no_shows(session: AsyncSession, state: AppState) -> list[Reserv
     expired = await repository.expire_no_shows(session, now - grace)
     lot_changed(session, *(r.lot_id for r in expired))
     for reservation in expired:
+        count_after_commit(session, "no_show")
         notify(
             session,
             reservation.user_id,

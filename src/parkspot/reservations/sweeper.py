@@ -5,6 +5,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
+from parkspot.db.engine import log_failure
 from parkspot.idempotency import repository as idempotency_repository
 from parkspot.reservations import service
 from parkspot.state import AppState
@@ -32,6 +33,6 @@ async def run_forever(state: AppState) -> None:
         await asyncio.sleep(state.settings.sweep_interval_seconds)
         try:
             await sweep(state)
-        except Exception:
+        except Exception as exc:
             # A database outage must not end the loop; the next pass retries.
-            logger.exception("sweep failed")
+            log_failure(logger, "sweep failed", exc)

@@ -4,12 +4,12 @@ from pydantic import BaseModel
 
 from parkspot.auth.schemas import UserRead
 from parkspot.models import Role
-from parkspot.validation import StrictModel
+from parkspot.validation import JsonBool, StrictModel
 
 
 class UserAdminUpdate(StrictModel):
     role: Role | None = None
-    is_active: bool | None = None
+    is_active: JsonBool | None = None
 
 
 class UserPage(BaseModel):
