@@ -1,29 +1,31 @@
-"""The ``parkspot`` command line: serve, migrate, create-admin and seed-demo."""
+"""The ``parkspot`` command line: serve, migrate, create-admin, seed-demo and simulate."""
 
 import argparse
 import asyncio
 import getpass
+import math
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
+import httpx
 import uvicorn
 from alembic.util.exc import CommandError as AlembicCommandError
 from pydantic import ValidationError
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, IntegrityError, SQLAlchemyError
 
-from parkspot import demo
+from parkspot import demo, simulator
 from parkspot.app import build_state
 from parkspot.auth import repository as auth_repository
 from parkspot.auth.schemas import UserCreate
 from parkspot.config import Settings, get_settings
 from parkspot.db.migrations import upgrade
+from parkspot.logs import log_config
 from parkspot.models import Role, User
 from parkspot.state import AppState
-from parkspot.logs import log_config
 
 T = TypeVar("T")
 
@@ -116,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
         "later runs change nothing.",
     )
     seed.set_defaults(handler=_seed_demo)
+
+    _add_simulate(commands)
     return parser
 
 
@@ -159,17 +163,17 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         port=port,
         workers=args.workers,
         log_level=settings.log_level.lower(),
-        # Event streams never end on their own: on shutdown they are cut after this.
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
-    )
-    return EXIT_OK
         # JSON lines in production (PARKSPOT_LOG_FORMAT), for every logger.
         log_config=log_config(settings),
-
-
+        # Event streams never end on their own: on shutdown they are cut after this.
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         # uvicorn would believe X-Forwarded-For from 127.0.0.1; the app believes only
         # PARKSPOT_TRUSTED_PROXIES.
         proxy_headers=False,
+    )
+    return EXIT_OK
+
+
 # --- migrate -------------------------------------------------------------------------------
 
 
@@ -296,6 +300,187 @@ async def _seed(settings: Settings) -> demo.SeedResult:
             raise CommandError(
                 "the demo data clashes with existing rows (is another seed-demo running?)"
             ) from exc
+
+
+# --- simulate ------------------------------------------------------------------------------
+
+SIMULATE_URL = "http://127.0.0.1:8000"
+MAX_RATE = 1000.0
+MAX_DRIVERS = 500
+MAX_TIME_SCALE = 86400.0
+
+
+def _add_simulate(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    simulate = commands.add_parser(
+        "simulate",
+        help="drive realistic traffic against a running server",
+        description="Drive traffic against a running parkspot server through its public API "
+        "only: drivers book and cancel, cars come and go through a gate, a spot sensor "
+        "reports them, apps read the map. The manager (by default the demo manager of "
+        "seed-demo) gets a sensor and a gate on each of their lots; drivers are signed up "
+        "anew for each run. The exit status is 1 when a request failed (a 5xx answer, an "
+        "unexpected 4xx or a transport error).",
+    )
+    simulate.add_argument(
+        "--url", type=_http_url, default=SIMULATE_URL, help=f"the server (default: {SIMULATE_URL})"
+    )
+    simulate.add_argument(
+        "--duration",
+        type=_duration,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long to run (default: 60; 0: until Ctrl-C)",
+    )
+    simulate.add_argument(
+        "--rate",
+        type=_rate,
+        default=5.0,
+        metavar="N",
+        help="actions started per second (default: 5)",
+    )
+    simulate.add_argument(
+        "--drivers",
+        type=_driver_count,
+        default=20,
+        metavar="N",
+        help="drivers to sign up, each with a car (default: 20)",
+    )
+    simulate.add_argument(
+        "--seed",
+        type=int,
+        metavar="N",
+        help="seed of the random choices, to repeat a run's sequence",
+    )
+    simulate.add_argument(
+        "--time-scale",
+        type=_time_scale,
+        default=1.0,
+        metavar="FACTOR",
+        help="simulated seconds per real second for the time of day, which shapes arrivals "
+        "and departures (default: 1; 1440: a day in a minute)",
+    )
+    simulate.add_argument(
+        "--start-hour",
+        type=_hour,
+        metavar="HOUR",
+        help="simulated hour of the day at the start, 0 to 24 (default: the time now at the lots)",
+    )
+    simulate.add_argument(
+        "--lot",
+        type=_positive,
+        action="append",
+        dest="lots",
+        metavar="LOT_ID",
+        help="only this lot (repeatable; default: every lot the manager manages)",
+    )
+    simulate.add_argument(
+        "--manager-username",
+        default=demo.MANAGER.username,
+        metavar="USERNAME",
+        help=f"a manager of the lots (default: {demo.MANAGER.username})",
+    )
+    secret = simulate.add_mutually_exclusive_group()
+    secret.add_argument(
+        "--manager-password",
+        metavar="PASSWORD",
+        help="the manager's password (asked for on a terminal when omitted)",
+    )
+    secret.add_argument(
+        "--manager-password-stdin",
+        action="store_true",
+        help="read the manager's password from the first line of standard input",
+    )
+    simulate.set_defaults(handler=_simulate)
+
+
+def _number(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise argparse.ArgumentTypeError(f"not a finite number: {value!r}")
+    return number
+
+
+def _rate(value: str) -> float:
+    number = _number(value)
+    if not 0 < number <= MAX_RATE:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_RATE:g}")
+    return number
+
+
+def _duration(value: str) -> float:
+    number = _number(value)
+    if number < 0:
+        raise argparse.ArgumentTypeError("must be 0 (until Ctrl-C) or more")
+    return number
+
+
+def _driver_count(value: str) -> int:
+    number = _positive(value)
+    if number > MAX_DRIVERS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_DRIVERS}")
+    return number
+
+
+def _time_scale(value: str) -> float:
+    number = _number(value)
+    if not 0 < number <= MAX_TIME_SCALE:
+        raise argparse.ArgumentTypeError(f"must be more than 0 and at most {MAX_TIME_SCALE:g}")
+    return number
+
+
+def _hour(value: str) -> float:
+    number = _number(value)
+    if not 0 <= number < 24:
+        raise argparse.ArgumentTypeError("must be at least 0 and less than 24")
+    return number
+
+
+def _http_url(value: str) -> str:
+    try:
+        url = httpx.URL(value)
+    except httpx.InvalidURL:
+        url = None
+    if url is None or url.scheme not in ("http", "https") or not url.host:
+        raise argparse.ArgumentTypeError(f"not an http:// or https:// URL: {value!r}")
+    return value.rstrip("/")
+
+
+def _simulate(args: argparse.Namespace, _: Settings) -> int:
+    options = simulator.Options(
+        url=args.url,
+        manager_username=args.manager_username,
+        manager_password=_manager_password(args),
+        duration=args.duration,
+        rate=args.rate,
+        drivers=args.drivers,
+        seed=args.seed,
+        time_scale=args.time_scale,
+        start_hour=args.start_hour,
+        lot_ids=tuple(args.lots or ()),
+    )
+    try:
+        tally = asyncio.run(simulator.simulate(options, simulator.Progress(sys.stdout)))
+    except simulator.SetupError as exc:
+        raise CommandError(str(exc)) from exc
+    return EXIT_FAILED if tally.errors else EXIT_OK
+
+
+def _manager_password(args: argparse.Namespace) -> str:
+    if args.manager_password_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    if args.manager_password is not None:
+        password: str = args.manager_password
+        return password
+    if not sys.stdin.isatty():
+        raise CommandError(
+            "--manager-password or --manager-password-stdin is required when not running on "
+            "a terminal",
+            EXIT_USAGE,
+        )
+    return getpass.getpass(f"Password of {args.manager_username}: ")
 
 
 # --- shared --------------------------------------------------------------------------------
