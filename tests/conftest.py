@@ -90,6 +90,19 @@ def empty_database(folder: Path) -> Iterator[str]:
         yield f"sqlite+aiosqlite:///{folder / 'parkspot.db'}"
 
 
+@pytest.fixture(scope="module")
+def template(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A database migrated once per test module, which the module's real servers copy."""
+    # Imported here: tests.live_server imports this module.
+    from tests.live_server import migrated_template
+
+    name = request.module.__name__.rsplit(".", 1)[-1]
+    with migrated_template(tmp_path_factory.mktemp(f"{name}-template")) as url:
+        yield url
+
+
 @pytest.fixture(scope="session")
 def migrated_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The URL of a database migrated to head once for the whole run."""

@@ -40,7 +40,6 @@ from tests.live_server import (
     http_client,
     make_driver,
     make_site,
-    migrated_template,
     now,
     open_sse,
     private_redis,
@@ -367,12 +366,6 @@ async def is_ready(http: httpx.AsyncClient) -> bool:
 
 
 # --- Redis killed, restarted and hung --------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with migrated_template(tmp_path_factory.mktemp("faults-template")) as url:
-        yield url
 
 
 @dataclass

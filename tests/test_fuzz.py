@@ -41,7 +41,6 @@ from tests.live_server import (
     grant,
     make_driver,
     make_site,
-    migrated_template,
     now,
     sign_in,
     sign_up,
@@ -140,12 +139,6 @@ class Target:
     @property
     def base_url(self) -> str:
         return self.server.base_url
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with migrated_template(tmp_path_factory.mktemp("fuzz-template")) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

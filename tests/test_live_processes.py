@@ -2,12 +2,10 @@
 Redis dying and coming back, a server killed between its commit and its publish, and a
 reservation's start reaching subscribers by time alone."""
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
 import httpx
-import pytest
 from redis.asyncio import Redis
 
 from parkspot.db.session import Database
@@ -26,7 +24,6 @@ from tests.live_server import (
     is_reserved,
     make_driver,
     make_site,
-    migrated_template,
     now,
     open_sse,
     open_ws,
@@ -41,12 +38,6 @@ from tests.live_server import (
 NOTIFICATIONS_WS = "/api/v1/notifications/ws"
 # The key prefix of a server started without PARKSPOT_REDIS_KEY_PREFIX.
 DEFAULT_PREFIX = "parkspot"
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with migrated_template(tmp_path_factory.mktemp("live-processes-template")) as url:
-        yield url
 
 
 async def is_newer(database: Database, lot_id: int, version: int) -> bool:

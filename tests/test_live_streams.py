@@ -26,7 +26,6 @@ from tests.live_server import (
     is_reserved,
     make_driver,
     make_site,
-    migrated_template,
     now,
     open_sse,
     open_ws,
@@ -41,12 +40,6 @@ AVAILABILITY_WS = "/api/v1/availability/ws"
 NOTIFICATIONS_WS = "/api/v1/notifications/ws"
 # The replay window is kept small so a test can push an event out of it.
 EVENTS_KEPT = 10
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with migrated_template(tmp_path_factory.mktemp("live-streams-template")) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from parkspot.config import Environment, Settings
 from parkspot.logs import REQUEST_ID, JsonFormatter, log_config
 from parkspot.middleware import RequestIdMiddleware
-from tests.live_server import migrated_template, single_server
+from tests.live_server import single_server
 
 SECRET = "a-production-secret-key-of-enough-length-0123456789"
 
@@ -172,12 +172,6 @@ def test_production_selects_json_lines_and_development_text() -> None:
 
 
 # --- parkspot serve --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with migrated_template(tmp_path_factory.mktemp("logging-template")) as url:
-        yield url
 
 
 async def test_parkspot_serve_in_production_writes_json_lines_with_request_ids(

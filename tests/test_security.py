@@ -3,7 +3,7 @@ mode refuses, and secrets kept out of logs, settings' repr and error messages.""
 
 import logging
 import secrets
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,7 +25,6 @@ from parkspot.state import AppState
 from tests.conftest import PASSWORD, MakeOperator, MakeUser, assert_error
 from tests.device_helpers import SPOT_EVENTS, add_device
 from tests.live_server import (
-    migrated_template,
     open_ws,
     sign_in,
     sign_up,
@@ -356,12 +355,6 @@ async def test_passwords_tokens_and_keys_are_never_logged(
     }
     for what, secret in secrets_sent.items():
         assert secret not in logged, what
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with migrated_template(tmp_path_factory.mktemp("security-template")) as url:
-        yield url
 
 
 async def test_the_server_logs_no_password_or_token_even_at_debug_level(

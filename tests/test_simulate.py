@@ -28,7 +28,6 @@ from tests.live_server import (
     availability,
     free_port,
     make_site,
-    migrated_template,
     single_server,
 )
 
@@ -39,12 +38,6 @@ SPOTS = 12
 TRAFFIC_WAIT = 40.0
 COMMAND_TIMEOUT = 30.0
 POLL_SECONDS = 0.2
-
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with migrated_template(tmp_path_factory.mktemp("simulate-template")) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
