@@ -6,12 +6,12 @@ import asyncio
 import re
 import resource
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
-from bench.harness import PgDatabase, latency_summary, require_tool
+from bench.harness import CpuMeter, PgDatabase, latency_summary, log, require_tool
 
 
 @dataclass
@@ -129,3 +129,63 @@ def _read_logs(log_dir: Path, result: PgbenchResult) -> None:
             client, number, micros = int(parts[0]), int(parts[1]), int(parts[2])
             result.latencies.append(micros / 1e6)
             result.last_transaction[client] = max(result.last_transaction.get(client, 0), number)
+
+
+class Side(Protocol):
+    async def run(self, seconds: int, *, measure: bool) -> None: ...
+
+
+class PgbenchSide:
+    """The ceiling side of a scenario: pgbench runs on its own database, PostgreSQL's CPU
+    metered over the measured runs. ``pgbench(seconds)`` runs it once."""
+
+    def __init__(
+        self, database: PgDatabase, pgbench: Callable[[int], Awaitable[PgbenchResult]]
+    ) -> None:
+        self.database = database
+        self.pgbench = pgbench
+        self.meter = CpuMeter(databases={"postgres": database})
+        self.rounds: list[PgbenchResult] = []
+
+    async def run(self, seconds: int, *, measure: bool) -> None:
+        if measure:
+            await self.meter.start()
+        result = await self.pgbench(seconds)
+        if measure:
+            await self.meter.stop()
+            self.rounds.append(result)
+        if result.aborted or result.failed:
+            raise RuntimeError(f"pgbench transactions failed: {result.aborted[:3]}")
+
+    def cpu(self) -> dict[str, float]:
+        cpu = self.meter.as_dict()
+        transactions = sum(r.transactions for r in self.rounds)
+        seconds = sum(r.duration for r in self.rounds)
+        cpu["client_cpu_cores"] = round(sum(r.cpu_seconds for r in self.rounds) / seconds, 3)
+        cpu["other_cpu_cores"] = self.meter.other_cores(cpu["client_cpu_cores"])
+        if "postgres" in self.meter.seconds and transactions:
+            cpu["postgres_cpu_ms_per_transaction"] = round(
+                1000 * self.meter.seconds["postgres"] / transactions, 3
+            )
+        return cpu
+
+
+async def alternate(
+    scenario: str, ceiling: Side, api: Side, clients: int, warmup: int, rounds: int, seconds: int
+) -> list[str]:
+    """Warms both sides up, then measures them in ``rounds`` rounds, alternating which goes
+    first so that drift in the machine's background load falls on both alike. Returns each
+    round's order."""
+    log(f"{scenario}: warm-up, {warmup} s each; then {rounds} x ({seconds} s pgbench, API)")
+    await ceiling.run(warmup, measure=False)
+    await api.run(warmup, measure=False)
+    orders = []
+    for number in range(rounds):
+        sides: Sequence[tuple[str, Side]] = (("pgbench", ceiling), ("API", api))
+        if number % 2:
+            sides = sides[::-1]
+        orders.append(" then ".join(name for name, _ in sides))
+        for name, side in sides:
+            log(f"{scenario}: round {number + 1}/{rounds}: {name}, {clients} clients")
+            await side.run(seconds, measure=True)
+    return orders

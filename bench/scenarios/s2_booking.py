@@ -48,7 +48,7 @@ from bench.harness import (
     temp_databases,
     vacuum_analyze,
 )
-from bench.pgbench import PgbenchResult, run_pgbench
+from bench.pgbench import PgbenchResult, PgbenchSide, alternate, run_pgbench
 from bench.scenarios.registry import Scenario
 from bench.seed import JTI_BASE, Layout, mint_tokens, seed
 from bench.sqltrace import compare, script_statements, trace
@@ -228,46 +228,25 @@ async def check_sql(
     }
 
 
-class PgbenchSide:
-    """The ceiling: pgbench runs on its copy of the data, each client's counter continuing
-    from the previous run."""
+def pgbench_side(database: PgDatabase, plan: BookingPlan) -> PgbenchSide:
+    """The ceiling: pgbench runs the booking script on its copy of the data, each client's
+    counter continuing from the previous run."""
+    next_n = -1  # the script adds one before its first booking
 
-    def __init__(self, database: PgDatabase, plan: BookingPlan) -> None:
-        self.database = database
-        self.plan = plan
-        self.next_n = -1  # the script adds one before its first booking
-        self.meter = CpuMeter(databases={"postgres": database})
-        self.rounds: list[PgbenchResult] = []
-
-    async def run(self, seconds: int, *, measure: bool) -> None:
-        if measure:
-            await self.meter.start()
+    async def bookings(seconds: int) -> PgbenchResult:
+        nonlocal next_n
         result = await run_pgbench(
-            self.database,
+            database,
             SCRIPT,
-            clients=self.plan.clients,
+            clients=plan.clients,
             threads=PGBENCH_THREADS,
             duration=seconds,
-            variables=self.plan.pgbench_variables(self.next_n),
+            variables=plan.pgbench_variables(next_n),
         )
-        if measure:
-            await self.meter.stop()
-            self.rounds.append(result)
-        if result.aborted or result.failed:
-            raise RuntimeError(f"pgbench transactions failed: {result.aborted[:3]}")
-        self.next_n += max(result.last_transaction.values(), default=0) + 2
+        next_n += max(result.last_transaction.values(), default=0) + 2
+        return result
 
-    def cpu(self) -> dict[str, float]:
-        cpu = self.meter.as_dict()
-        transactions = sum(r.transactions for r in self.rounds)
-        seconds = sum(r.duration for r in self.rounds)
-        cpu["client_cpu_cores"] = round(sum(r.cpu_seconds for r in self.rounds) / seconds, 3)
-        cpu["other_cpu_cores"] = self.meter.other_cores(cpu["client_cpu_cores"])
-        if "postgres" in self.meter.seconds and transactions:
-            cpu["postgres_cpu_ms_per_transaction"] = round(
-                1000 * self.meter.seconds["postgres"] / transactions, 3
-            )
-        return cpu
+    return PgbenchSide(database, bookings)
 
 
 class ApiSide:
@@ -359,23 +338,9 @@ async def run(config: BenchConfig) -> ScenarioResult:
         await checkpoint(api_db)
 
         async with parkspot_server(config, api_db) as server:
-            ceiling = PgbenchSide(pgbench_db, plan)
+            ceiling = pgbench_side(pgbench_db, plan)
             api = ApiSide(server, plan, tokens, api_db)
-            log(f"S2: warm-up, {warmup} s each; then {rounds} x ({seconds} s pgbench, API)")
-            await ceiling.run(warmup, measure=False)
-            await api.run(warmup, measure=False)
-            orders = []
-            for number in range(rounds):
-                sides: tuple[str, ...] = (
-                    ("pgbench", "API") if number % 2 == 0 else ("API", "pgbench")
-                )
-                orders.append(" then ".join(sides))
-                for side in sides:
-                    log(f"S2: round {number + 1}/{rounds}: {side}, {CONCURRENCY} clients")
-                    if side == "API":
-                        await api.run(seconds, measure=True)
-                    else:
-                        await ceiling.run(seconds, measure=True)
+            orders = await alternate("S2", ceiling, api, CONCURRENCY, warmup, rounds, seconds)
             log_errors = server_errors(server)
             server_settings = dict(server.settings)
         overlaps = await checks.overlapping_pairs(api_db)

@@ -58,7 +58,7 @@ from bench.harness import (
     temp_databases,
     vacuum_analyze,
 )
-from bench.pgbench import PgbenchResult, init_pgbench, run_pgbench
+from bench.pgbench import PgbenchResult, PgbenchSide, alternate, init_pgbench, run_pgbench
 from bench.scenarios.registry import Scenario
 from bench.seed import Layout, seed, seed_devices
 
@@ -238,43 +238,20 @@ def batches_per_second(load: loadgen.LoadResult) -> float:
 # --- the two sides -----------------------------------------------------------------------
 
 
-class PgbenchSide:
+def pgbench_side(database: PgDatabase, clients: int) -> PgbenchSide:
     """The ceiling: pgbench -b simple-update on its own database."""
 
-    def __init__(self, database: PgDatabase, clients: int) -> None:
-        self.database = database
-        self.clients = clients
-        self.meter = CpuMeter(databases={"postgres": database})
-        self.rounds: list[PgbenchResult] = []
-
-    async def run(self, seconds: int, *, measure: bool) -> None:
-        if measure:
-            await self.meter.start()
-        result = await run_pgbench(
-            self.database,
+    async def updates(seconds: int) -> PgbenchResult:
+        return await run_pgbench(
+            database,
             None,
             builtin="simple-update",
-            clients=self.clients,
+            clients=clients,
             threads=PGBENCH_THREADS,
             duration=seconds,
         )
-        if measure:
-            await self.meter.stop()
-            self.rounds.append(result)
-        if result.aborted or result.failed:
-            raise RuntimeError(f"pgbench transactions failed: {result.aborted[:3]}")
 
-    def cpu(self) -> dict[str, float]:
-        cpu = self.meter.as_dict()
-        transactions = sum(r.transactions for r in self.rounds)
-        seconds = sum(r.duration for r in self.rounds)
-        cpu["client_cpu_cores"] = round(sum(r.cpu_seconds for r in self.rounds) / seconds, 3)
-        cpu["other_cpu_cores"] = self.meter.other_cores(cpu["client_cpu_cores"])
-        if "postgres" in self.meter.seconds and transactions:
-            cpu["postgres_cpu_ms_per_transaction"] = round(
-                1000 * self.meter.seconds["postgres"] / transactions, 3
-            )
-        return cpu
+    return PgbenchSide(database, updates)
 
 
 class ApiSide:
@@ -454,23 +431,9 @@ async def run(config: BenchConfig) -> ScenarioResult:
         )
 
         async with parkspot_server(config, api_db) as server:
-            ceiling = PgbenchSide(pgbench_db, CONCURRENCY)
+            ceiling = pgbench_side(pgbench_db, CONCURRENCY)
             api = ApiSide(server, plan, keys, api_db)
-            log(f"S4: warm-up, {warmup} s each; then {rounds} x ({seconds} s pgbench, API)")
-            await ceiling.run(warmup, measure=False)
-            await api.run(warmup, measure=False)
-            orders = []
-            for number in range(rounds):
-                sides: tuple[str, ...] = (
-                    ("pgbench", "API") if number % 2 == 0 else ("API", "pgbench")
-                )
-                orders.append(" then ".join(sides))
-                for side in sides:
-                    log(f"S4: round {number + 1}/{rounds}: {side}, {CONCURRENCY} clients")
-                    if side == "API":
-                        await api.run(seconds, measure=True)
-                    else:
-                        await ceiling.run(seconds, measure=True)
+            orders = await alternate("S4", ceiling, api, CONCURRENCY, warmup, rounds, seconds)
             last = plan.last_batches(api.sent)
             log("S4: checking the availability records and the spots")
             availability = await check_availability(server, plan, last)
