@@ -16,7 +16,8 @@ reservation, a revoked device key) stays for the next.
 Left out: ``GET /api/v1/availability/stream`` (server-sent events never end; tested in
 tests/test_live_streams.py). The WebSocket routes are not in the OpenAPI document at all.
 Generation is deterministic (fixed seeds, no example database), so a run sends the
-requests the previous one sent.
+requests the previous one sent. It runs in the PostgreSQL + Redis pass only (the backend
+production runs on): fuzzing takes minutes, and CI has to stay under half an hour.
 """
 
 import contextlib
@@ -46,6 +47,8 @@ from tests.live_server import (
     sign_up,
     single_server,
 )
+
+pytestmark = pytest.mark.postgresql_pass
 
 # Examples per operation and identity in the fuzzing phase; the examples and coverage
 # phases (documented examples, boundary values and each kind of invalid input) come on top.
