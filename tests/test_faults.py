@@ -53,9 +53,10 @@ RESERVATIONS = "/api/v1/reservations"
 PG_BOOKERS = 8
 BOOKERS = 4
 OUTAGE_SECONDS = 2.0
-# Longest any single request may take during a fault: the faults below make the server
-# wait for at most a refused connection or a 1 s Redis timeout; the rest is this loaded
-# machine. A request that waits on a dead dependency without a timeout takes far longer.
+# The deadline of every request during a fault, past which it counts as unanswered (a
+# hang): the faults below make the server wait for at most a refused connection or a 1 s
+# Redis timeout; the rest is this loaded machine. A request that waits on a dead dependency
+# without a timeout takes far longer.
 REQUEST_BOUND = 5.0
 # How long after the dependency is back every client must be served again.
 RECOVERY_BOUND = 15.0
@@ -66,7 +67,8 @@ RETRY_PAUSE = 0.05
 
 @dataclass(frozen=True)
 class Attempt:
-    """One request as its client saw it; ``status`` 0: no answer at all."""
+    """One request as its client saw it; ``status`` 0: no answer at all, or none within
+    ``REQUEST_BOUND``."""
 
     what: str
     started: float
@@ -77,18 +79,15 @@ class Attempt:
     replayed: bool = False
     reservation_id: int | None = None
 
-    @property
-    def elapsed(self) -> float:
-        return self.finished - self.started
-
 
 async def attempt(
     http: httpx.AsyncClient, what: str, method: str, url: str, **kw: Any
 ) -> tuple[Attempt, httpx.Response | None]:
     started = time.monotonic()
     try:
-        response = await http.request(method, url, **kw)
-    except httpx.HTTPError:
+        async with asyncio.timeout(REQUEST_BOUND):
+            response = await http.request(method, url, **kw)
+    except (httpx.HTTPError, TimeoutError):
         return Attempt(what, started, time.monotonic(), 0), None
     finished = time.monotonic()
     try:
@@ -309,10 +308,9 @@ async def test_a_database_outage_under_load_is_503_and_service_resumes_without_l
 
             steps = [a for b in bookers for a in b.attempts]
             # Never a 500, never a hang: a success, or 503 database_unavailable with
-            # Retry-After; every request answered within the bound.
+            # Retry-After; every request answered within its deadline.
             for result in steps + prober.reads + [r for r, _ in prober.readiness]:
                 assert result.status in (200, 201, 503), result
-                assert result.elapsed < REQUEST_BOUND, result
             for result in steps:
                 if result.status == 503:
                     assert result.code == "database_unavailable", result
@@ -463,14 +461,13 @@ async def test_bookings_reads_and_a_stream_carry_on_through_redis_killed_restart
         assert listener.arrived_between(killed, restarting)
         assert listener.arrived_between(paused, resumed)
         steps = [a for b in bookers for a in b.attempts]
-        # No request failed or waited on Redis: bookings and reads never need it.
+        # No request failed or waited on Redis past its deadline: bookings and reads never
+        # need it.
         for result in steps + prober.reads:
             assert result.status in (200, 201), result
-            assert result.elapsed < REQUEST_BOUND, result
         # Readiness says when Redis is away, within its timeout.
         for result, details in prober.readiness:
             assert result.status in (200, 503), result
-            assert result.elapsed < REQUEST_BOUND, result
             assert result.status == 200 or details["redis"] == "down", details
         assert any(result.status == 503 for result, _ in prober.readiness)
         assert server.errors() == []
